@@ -1,0 +1,52 @@
+"""One exception type per kind of user mistake; every message names the fix.
+
+The CLIs map ``UsageError`` subclasses to exit code 2 and ``ExportFailure``/``ParityFailure``
+(defined in ``partialnet.export``) to exit code 1.
+"""
+
+from __future__ import annotations
+
+
+class PartialNetError(Exception):
+    """Base of every error this toolchain raises on purpose."""
+
+
+class UsageError(PartialNetError):
+    """The user asked for something that cannot be done as asked (exit code 2)."""
+
+
+class UnknownVariantError(UsageError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(UsageError, ValueError):
+    """A model configuration that PartialNet cannot be built with."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be read: missing, truncated, of an unknown format."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickle names a global outside the allow-list; nothing was executed."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint whose keys or shapes do not match the model it is loaded into."""
+
+
+class InputShapeError(UsageError, ValueError):
+    """An input the model cannot take: wrong channels, too small, not a multiple of 32."""
+
+
+class MissingDependencyError(UsageError, ImportError):
+    """An optional SDK is not installed; the message names the pip extra to install."""
+
+
+def missing_dependency(module: str, extra: str, purpose: str) -> MissingDependencyError:
+    """Build the error for an absent optional SDK, naming the extra that installs it."""
+    return MissingDependencyError(
+        f"{purpose} needs the '{module}' package, which is not installed: "
+        f"pip install 'partialnet-export[{extra}]'"
+    )
