@@ -62,7 +62,9 @@ class PartialNetConfig:
         if self.act not in ("gelu", "relu"):
             raise ConfigError(f"act must be 'gelu' or 'relu', got {self.act!r}")
         if self.embed_dim < 1 or self.n_div < 2:
-            raise ConfigError(f"embed_dim must be >= 1 and n_div >= 2, got {self.embed_dim}, {self.n_div}")
+            raise ConfigError(
+                f"embed_dim must be >= 1 and n_div >= 2, got {self.embed_dim}, {self.n_div}"
+            )
         if self.num_classes < 1 or self.in_chans < 1:
             raise ConfigError("num_classes and in_chans must be positive")
         if self.auto_div:
@@ -105,8 +107,9 @@ class PartialNetConfig:
         return new
 
 
-def _variant(name: str, embed_dim: int, depths: tuple[int, int, int, int], act: Activation,
-             spatial: bool) -> PartialNetConfig:
+def _variant(
+    name: str, embed_dim: int, depths: tuple[int, int, int, int], act: Activation, spatial: bool
+) -> PartialNetConfig:
     return PartialNetConfig(
         embed_dim=embed_dim, depths=depths, act=act, use_spatial_attn=spatial, name=name
     )

@@ -202,8 +202,9 @@ class PartialBlock(nn.Module):
     attention): ``x = x + mixing(x)`` then ``x = x + mlp(x)``.
     """
 
-    def __init__(self, spatial_mixing: nn.Module, mlp: nn.Sequential, split_shortcut: bool,
-                 drop_path: float) -> None:
+    def __init__(
+        self, spatial_mixing: nn.Module, mlp: nn.Sequential, split_shortcut: bool, drop_path: float
+    ) -> None:
         super().__init__()
         self.spatial_mixing = spatial_mixing
         self.mlp = mlp

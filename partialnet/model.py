@@ -14,8 +14,8 @@ from partialnet.layers import (
     ConvBN,
     PartialBlock,
     PartialConv,
-    PatchMerging,
     PATChannel,
+    PatchMerging,
     PATSelf,
     Stage,
     make_act,
@@ -26,8 +26,11 @@ from partialnet.layers import (
 def check_input(x: Tensor, in_chans: int, expected_hw: tuple[int, int] | None = None) -> None:
     """Refuse an input the network cannot take, with a message that says what it takes.
 
-    Only Python-level shape checks, so tracing and torch.export see no data-dependent code.
+    Only Python-level shape checks, so tracing and torch.export see no data-dependent code;
+    under torch.fx symbolic tracing shapes are proxies and the check is skipped.
     """
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.dim() != 4 or x.shape[1] != in_chans:
         raise InputShapeError(
             f"expected a batch of shape (N, {in_chans}, H, W), got {tuple(x.shape)}"
@@ -129,8 +132,9 @@ def build_model(cfg: PartialNetConfig, features_only: bool = False) -> PartialNe
     return PartialNet(cfg, features_only=features_only)
 
 
-def create_model(name: str, *, checkpoint: str | None = None, features_only: bool = False,
-                 **overrides: Any) -> nn.Module:
+def create_model(
+    name: str, *, checkpoint: str | None = None, features_only: bool = False, **overrides: Any
+) -> nn.Module:
     """A PartialNet variant by name, with optional config overrides and weights.
 
     Overrides: num_classes, in_chans, n_div, use_spatial_attn, auto_div, drop_path_rate, act,

@@ -1,0 +1,268 @@
+"""Inference-form modules: what `reparameterize` produces and every exporter consumes.
+
+Rules that keep these modules exportable everywhere (ONNX/TensorRT, OpenVINO, CoreML via
+torch.export): every size is a Python int fixed at build time (the batch is reshaped as -1),
+no in-place writes, no data-dependent control flow, no tensors used as sizes, no prints.
+
+Numerically sensitive parts (channel-attention statistics, LayerNorm, softmax) run in
+float32 even in a float16 model: the modules listed in ``FP32_ISLANDS`` keep float32
+parameters and cast at their edges, so the casts in an fp16 ONNX are placed deliberately.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from partialnet.config import PartialNetConfig
+from partialnet.model import check_input
+
+Precision = Literal["fp32", "fp16"]
+
+
+def _act(name: str) -> nn.Module:
+    return nn.GELU() if name == "gelu" else nn.ReLU()
+
+
+class PartialConvMixer(nn.Module):
+    """``cat(conv3x3(x[:, :n]), scale * x[:, n:])``: a frozen DPConv or plain PConv.
+
+    ``passthrough_scale`` is 2 when the block's residual was folded in (x + mixer(x)).
+    """
+
+    def __init__(self, conv: nn.Conv2d, channels: int, passthrough_scale: float = 1.0) -> None:
+        super().__init__()
+        self.conv = conv
+        self.active = conv.in_channels
+        self.rest = channels - self.active
+        self.passthrough_scale = passthrough_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.rest == 0:
+            return self.conv(x)
+        x1, x2 = torch.split(x, [self.active, self.rest], dim=1)
+        if self.passthrough_scale != 1.0:
+            x2 = x2 * self.passthrough_scale
+        return torch.cat([self.conv(x1), x2], dim=1)
+
+
+class ChannelGate(nn.Module):
+    """hardsigmoid(W @ [mean; std] + b) per channel: the channel attention with its BN folded.
+
+    An fp32 island: statistics over H*W in float16 lose too much (std of a large map).
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor, num_pixels: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
+        self.fc.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.fc.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        # Unbiased std divides by N - 1; the spatial size is fixed, so this is a constant.
+        self.inv_dof = 1.0 / (num_pixels - 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.flatten(2).float()
+        mean = flat.mean(dim=-1, keepdim=True)
+        centered = flat - mean
+        std = torch.sqrt((centered * centered).sum(dim=-1) * self.inv_dof)
+        gate = F.hardsigmoid(self.fc(torch.cat([mean.squeeze(-1), std], dim=1)))
+        return gate.to(x.dtype).unsqueeze(-1).unsqueeze(-1)
+
+
+class ChannelAttnMixer(nn.Module):
+    """PAT_ch: ``cat(conv3x3(x1), x2 * gate(x2))``; the post-gate BN lives in the next conv."""
+
+    def __init__(self, conv: nn.Conv2d, gate: ChannelGate, untouched: int) -> None:
+        super().__init__()
+        self.partial_conv3 = conv
+        self.gate = gate
+        self.split = [conv.in_channels, untouched]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = torch.split(x, self.split, dim=1)
+        return torch.cat([self.partial_conv3(x1), x2 * self.gate(x2)], dim=1)
+
+
+class SelfAttnMixer(nn.Module):
+    """``x + PAT_sf(x)`` with the residual, LayerNorm affine and query scale folded.
+
+    Attention runs in NCHW-friendly layout: qkv and proj are 1x1 convs, so the only layout
+    change is the (B, heads, head_dim, L) view; the relative-position bias is a constant.
+    """
+
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        qkv: nn.Conv2d,
+        proj: nn.Conv2d,
+        bias: Tensor,
+        bias_table: Tensor,
+        num_heads: int,
+        hw: tuple[int, int],
+        eps: float,
+    ) -> None:
+        super().__init__()
+        self.partial_conv3 = conv
+        self.qkv = qkv
+        self.proj = proj
+        self.register_buffer("attn_bias", bias.detach().clone().contiguous())
+        # Kept so the model can be re-baked for another size without the eager model.
+        self.register_buffer("bias_table", bias_table.detach().clone())
+        self.num_heads = num_heads
+        self.hw = hw
+        self.eps = eps
+        self.untouched = proj.out_channels
+        self.split = [conv.in_channels, self.untouched]
+
+    def _layer_norm(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        mean = xf.mean(dim=1, keepdim=True)
+        centered = xf - mean
+        var = (centered * centered).mean(dim=1, keepdim=True)
+        return (centered * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = torch.split(x, self.split, dim=1)
+        h, w = self.hw
+        head_dim = self.untouched // self.num_heads
+        qkv = self.qkv(self._layer_norm(x2)).reshape(-1, 3, self.num_heads, head_dim, h * w)
+        q, k, v = qkv.unbind(1)
+        logits = torch.matmul(q.transpose(-2, -1), k).float() + self.attn_bias
+        attn = torch.softmax(logits, dim=-1).to(x.dtype)
+        out = torch.matmul(v, attn.transpose(-2, -1)).reshape(-1, self.untouched, h, w)
+        return torch.cat([self.partial_conv3(x1), x2 + self.proj(out)], dim=1)
+
+
+class SpatialGateOut(nn.Module):
+    """The MLP's last 1x1 conv merged with PAT_sp: one conv, then gate the first part.
+
+    The conv yields [a (scaled by the gate BN), b (BN-1x1 path done), gate logit].
+    """
+
+    def __init__(self, conv: nn.Conv2d, gated: int, shift: Tensor) -> None:
+        super().__init__()
+        self.conv = conv
+        self.split = [gated, conv.out_channels - gated - 1, 1]
+        self.register_buffer("shift", shift.detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b, logit = torch.split(self.conv(x), self.split, dim=1)
+        return torch.cat([a * F.hardsigmoid(logit) + self.shift, b], dim=1)
+
+
+class InferenceBlock(nn.Module):
+    """``x + mlp(mixer(x))``, or with ``mixer_has_residual`` ``y = mixer(x); y + mlp(y)``."""
+
+    def __init__(
+        self,
+        mixer: nn.Module,
+        mlp_in: nn.Conv2d,
+        act: str,
+        mlp_out: nn.Module,
+        mixer_has_residual: bool,
+    ) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.mlp_in = mlp_in
+        self.act = _act(act)
+        self.mlp_out = mlp_out
+        self.mixer_has_residual = mixer_has_residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        mixed = self.mixer(x)
+        base = mixed if self.mixer_has_residual else x
+        return base + self.mlp_out(self.act(self.mlp_in(mixed)))
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool, 1x1 conv as a matrix product, activation, classifier."""
+
+    def __init__(self, pre_head: nn.Linear, act: str, head: nn.Linear) -> None:
+        super().__init__()
+        self.pre_head = pre_head
+        self.act = _act(act)
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return self.head(self.act(self.pre_head(pooled)))
+
+
+class FeatureNorms(nn.Module):
+    """The backbone's per-stage output BatchNorms as per-channel affines (nothing to fold into)."""
+
+    def __init__(self, scales: list[Tensor], shifts: list[Tensor]) -> None:
+        super().__init__()
+        for i, (s, t) in enumerate(zip(scales, shifts, strict=True)):
+            self.register_buffer(f"scale{i}", s.detach().clone().view(1, -1, 1, 1))
+            self.register_buffer(f"shift{i}", t.detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, i: int, x: Tensor) -> Tensor:
+        return x * getattr(self, f"scale{i}") + getattr(self, f"shift{i}")
+
+
+FP32_ISLANDS: tuple[type[nn.Module], ...] = (ChannelGate,)
+
+
+class InferencePartialNet(nn.Module):
+    """PartialNet in inference form for one input size (see ``partialnet.reparameterize``)."""
+
+    def __init__(
+        self,
+        cfg: PartialNetConfig,
+        input_size: tuple[int, int],
+        stem: nn.Conv2d,
+        stages: nn.Sequential,
+        head: nn.Module | None,
+        feature_norms: FeatureNorms | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.input_size = tuple(input_size)
+        self.precision: Precision = "fp32"
+        self.stem = stem
+        self.stages = stages
+        self.head = head
+        self.feature_norms = feature_norms
+
+    @property
+    def split_indices(self) -> dict[str, list[int]]:
+        """Per block, the channel split [convolved, untouched] it was frozen with."""
+        out: dict[str, list[int]] = {}
+        for name, mod in self.named_modules():
+            if isinstance(mod, PartialConvMixer):
+                out[name] = [mod.active, mod.rest]
+            elif isinstance(mod, (ChannelAttnMixer, SelfAttnMixer)):
+                out[name] = list(mod.split)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        check_input(x, self.cfg.in_chans, self.input_size)
+        out_dtype = x.dtype
+        x = self.stem(x.to(self.stem.weight.dtype))
+        if self.feature_norms is None:
+            x = self.stages(x)
+            return self.head(x).to(out_dtype)
+        feats = []
+        for idx, stage in enumerate(self.stages):
+            x = stage(x)
+            if idx % 2 == 0:
+                feats.append(self.feature_norms(idx // 2, x).to(out_dtype))
+        return tuple(feats)
+
+
+def to_fp16(model: InferencePartialNet) -> InferencePartialNet:
+    """A float16 copy; fp32 islands keep float32 weights. Input and output stay float32."""
+    half = copy.deepcopy(model).half()
+    for mod in half.modules():
+        if isinstance(mod, FP32_ISLANDS):
+            mod.float()
+        if isinstance(mod, SelfAttnMixer):
+            mod.attn_bias = mod.attn_bias.float()
+            mod.bias_table = mod.bias_table.float()
+    half.precision = "fp16"
+    return half
