@@ -1,0 +1,99 @@
+"""Run an ONNX model with ONNX Runtime on exactly the execution provider asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import base
+from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, RuntimeUnavailableError
+
+# Our provider name -> (ONNX Runtime's name, the device it runs on).
+PROVIDERS = {
+    "cpu": ("CPUExecutionProvider", "cpu"),
+    "cuda": ("CUDAExecutionProvider", "cuda"),
+    "tensorrt": ("TensorrtExecutionProvider", "cuda"),
+    "openvino": ("OpenVINOExecutionProvider", "openvino"),
+    "coreml": ("CoreMLExecutionProvider", "apple"),
+}
+
+
+def _onnx_precision(path: Path) -> str:
+    """fp16 when any initializer is float16 (fp16 models may keep float32 I/O), else fp32."""
+    onnx = base.import_sdk("onnx", "onnx", "reading an ONNX model's precision")
+    weights = onnx.load(str(path), load_external_data=False).graph.initializer
+    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    return "fp16" if half else "fp32"
+
+
+class OnnxRuntimeRunner(Runner):
+    name = Runtime.ONNXRUNTIME.value
+
+    def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None):
+        super().__init__()
+        base.check_options(threads, provider=(provider, tuple(PROVIDERS)))
+        self.path, self.provider, self.threads = Path(path), provider, threads
+        self.session: Any = None
+
+    def activate(self) -> None:
+        if self._active:
+            return
+        ort = base.import_sdk("onnxruntime", "onnx", "the ONNX Runtime runner")
+        base.check_artifact(self.path, "ONNX model")
+        asked, available = PROVIDERS[self.provider][0], ort.get_available_providers()
+        fix = f"install an onnxruntime build with {asked} and its drivers, or use provider 'cpu'"
+        if asked not in available:
+            raise RuntimeUnavailableError(
+                f"ONNX Runtime provider {asked} was asked for, but onnxruntime "
+                f"{ort.__version__} here offers only {', '.join(available)}: {fix}"
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads or 0  # 0: ORT picks one per physical core
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle pool threads would otherwise keep spinning into the next measurement.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        # CPU follows so single nodes the provider lacks can run; a whole-graph fallback is refused.
+        chain = [asked] if asked == "CPUExecutionProvider" else [asked, "CPUExecutionProvider"]
+        session = ort.InferenceSession(str(self.path), opts, providers=chain)
+        if session.get_providers()[0] != asked:
+            raise RuntimeUnavailableError(
+                f"ONNX Runtime was asked for {asked}, but the session runs on "
+                f"{session.get_providers()[0]} (the provider failed to initialize): {fix}"
+            )
+        inp, meta = session.get_inputs()[0], session.get_modelmeta().custom_metadata_map
+        dims = tuple(d if isinstance(d, int) else -1 for d in inp.shape)  # symbolic -> -1
+        lo, hi = int(meta.get("batch_min", 1)), int(meta.get("batch_max", UNBOUNDED_BATCH))
+        self._batch = (dims[0], dims[0]) if dims[0] > 0 else (lo, hi)
+        self._input, self._shape = inp, dims
+        self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self._precision = meta.get("precision") or _onnx_precision(self.path)
+        self.session, self._version, self._active = session, ort.__version__, True
+
+    def deactivate(self) -> None:
+        self.session = None
+        super().deactivate()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._require_active()
+        base.check_batch(batch, self._shape, self._batch, self.path.name)
+        feed = {self._input.name: batch.astype(self._dtype, copy=False)}
+        # Every output is computed (a backbone costs all of them); the first is returned.
+        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
+
+    def info(self) -> RunnerInfo:
+        self._require_active()
+        providers = self.session.get_providers()
+        return RunnerInfo(
+            runtime=self.name,
+            version=self._version,
+            device=PROVIDERS[self.provider][1],
+            precision=self._precision,
+            provider=providers[0],
+            input_shape=self._shape,
+            batch_range=self._batch,
+            extra={"threads": self.threads, "providers": providers, "allow_spinning": False},
+        )

@@ -1,0 +1,99 @@
+"""Run an OpenVINO IR (.xml/.bin) or an ONNX model with OpenVINO on one physical device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import base
+from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, RuntimeUnavailableError
+
+HINTS = ("latency", "throughput")
+_PRECISION_HINTS = {"fp32": "f32", "fp16": "f16"}  # what we ask for -> OpenVINO's name
+_PRECISION_NAMES = {v: k for k, v in _PRECISION_HINTS.items()}  # others (bf16) kept as is
+
+
+class OpenVINORunner(Runner):
+    """Forces the f32 precision hint for fp32 (some CPUs default to bf16/f16) so parity means
+    something; ``info().precision`` is what the compiled model reports, which can differ from
+    the request (an f16 hint on a CPU without f16 support compiles to f32)."""
+
+    name = Runtime.OPENVINO.value
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "CPU",
+        hint: str = "latency",
+        threads: int | None = None,
+        precision: str = "fp32",
+    ):
+        super().__init__()
+        base.check_options(
+            threads, hint=(hint, HINTS), precision=(precision, tuple(_PRECISION_HINTS))
+        )
+        self.path, self.device, self.hint = Path(path), device, hint
+        self.threads, self.precision = threads, precision
+        self.compiled: Any = None
+
+    def activate(self) -> None:
+        if self._active:
+            return
+        ov = base.import_sdk("openvino", "openvino", "the OpenVINO runner")
+        base.check_artifact(self.path, "OpenVINO IR or ONNX model")
+        core = ov.Core()
+        available = core.available_devices  # physical devices: CPU, GPU.0, NPU, ...
+        if not any(d == self.device or d.startswith(f"{self.device}.") for d in available):
+            raise RuntimeUnavailableError(
+                f"OpenVINO device {self.device!r} was asked for, but this machine offers "
+                f"{', '.join(available) or 'none'}: pick one of those, or install the "
+                "device's driver (e.g. the Intel GPU compute runtime for 'GPU')"
+            )
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": self.hint.upper(),
+            "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[self.precision],
+        }
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        compiled = core.compile_model(core.read_model(str(self.path)), self.device, config)
+        port, shape = compiled.inputs[0], compiled.inputs[0].get_partial_shape()
+        self._shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
+        # A static batch has min == max; a dynamic one runs as is (no reshape), -1 = unbounded.
+        lo, hi = shape[0].get_min_length(), shape[0].get_max_length()
+        self._batch = (max(1, lo), hi if hi > 0 else UNBOUNDED_BATCH)
+        self._dtype = port.get_element_type().to_dtype()
+        actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self._precision = _PRECISION_NAMES.get(actual, actual)
+        # One synchronous request: infer() is blocking; throughput hint only sizes streams.
+        self._request, self.compiled = compiled.create_infer_request(), compiled
+        self._version, self._active = ov.__version__, True
+
+    def deactivate(self) -> None:
+        self._request = self.compiled = None
+        super().deactivate()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._require_active()
+        base.check_batch(batch, self._shape, self._batch, self.path.name)
+        result = self._request.infer({0: batch.astype(self._dtype, copy=False)})
+        return np.asarray(result[self.compiled.outputs[0]], dtype=np.float32)
+
+    def info(self) -> RunnerInfo:
+        self._require_active()
+        prop = self.compiled.get_property
+        extra = {"hint": self.hint, "asked_precision": self.precision}
+        extra["streams"] = prop("NUM_STREAMS")
+        if self.device.startswith("CPU"):
+            extra["threads"] = prop("INFERENCE_NUM_THREADS")
+        return RunnerInfo(
+            self.name,
+            self._version,
+            self.device,
+            self._precision,
+            provider=self.device,
+            input_shape=self._shape,
+            batch_range=self._batch,
+            extra=extra,
+        )
