@@ -1,9 +1,429 @@
-"""Placeholder: being written (safe checkpoint loading)."""
+"""Safe checkpoint loading: Lightning `.ckpt`, plain `.pth` and `.safetensors`.
+
+A torch checkpoint is a pickle, and unpickling may call any importable function. We give
+torch.load an unpickler whose `find_class` resolves only an allow-list (tensor rebuild
+functions, containers, dtypes) and maps Lightning's AttributeDict and argparse.Namespace to
+inert stand-ins, so neither Lightning nor any class the file names is imported or built.
+Any other global aborts the load before it is called. There is no unsafe fallback.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import dataclasses
+import hashlib
+import os
+import pickle
+import re
+import types
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from partialnet.config import VARIANTS, PartialNetConfig, get_config
+from partialnet.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    ConfigError,
+    UnsafeCheckpointError,
+    missing_dependency,
+)
+from partialnet.model import build_model
+
+PathLike = str | os.PathLike[str]
+_BLOCK_KEY = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
+_HINT = ". Wrong variant or num_classes? Pass the right --variant (variant=...)"
 
 
-def load_checkpoint(path, variant=None):  # pragma: no cover - replaced
-    raise NotImplementedError
+class _AttributeDictStandIn(dict):  # type: ignore[type-arg]
+    """Inert stand-in for Lightning's AttributeDict: a dict, with no behaviour of its own."""
+
+    def __setstate__(self, state: object) -> None:  # the real class keeps no instance state
+        pass
 
 
-def load_weights_into(model, path):  # pragma: no cover - replaced
-    raise NotImplementedError
+class _NamespaceStandIn:
+    """Inert stand-in for argparse.Namespace: keeps the pickled attribute dict as data."""
+
+    def __setstate__(self, state: object) -> None:
+        self.fields = dict(state) if isinstance(state, dict) else {}
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    # Protocol 2 pickles `bytes` as _codecs.encode(text, 'latin1'); refusing other codecs keeps
+    # the file from choosing which codec module gets looked up.
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with codec {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
+_REBUILDS = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter")
+_ALLOWED: dict[str, Any] = {
+    **{f"torch._utils.{n}": getattr(torch._utils, n) for n in _REBUILDS},
+    # dtype objects (torch.float16, ...) are inert values some tensor rebuilds name.
+    **{f"torch.{n}": v for n, v in vars(torch).items() if isinstance(v, torch.dtype)},
+    "torch.Size": torch.Size,
+    "torch.device": torch.device,
+    "collections.OrderedDict": collections.OrderedDict,
+    "builtins.set": set,
+    "builtins.frozenset": frozenset,
+    "builtins.complex": complex,
+    "_codecs.encode": _latin1_bytes,
+    # Inert stand-ins: Lightning's hyper_parameters containers, without Lightning.
+    "lightning_fabric.utilities.data.AttributeDict": _AttributeDictStandIn,
+    "lightning.fabric.utilities.data.AttributeDict": _AttributeDictStandIn,
+    "pytorch_lightning.utilities.parsing.AttributeDict": _AttributeDictStandIn,
+    "argparse.Namespace": _NamespaceStandIn,
+}
+
+
+class _UnsafeGlobal(pickle.UnpicklingError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """find_class is the only way a pickle reaches code; it resolves nothing off the list.
+
+    torch.load subclasses this and answers typed-storage names (torch.FloatStorage) itself
+    with inert dtype markers before they get here.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        # An overridden find_class sees protocol-2 names unmapped (__builtin__, copy_reg).
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        full = f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
+        if full not in _ALLOWED:
+            raise _UnsafeGlobal(full)
+        return _ALLOWED[full]
+
+
+# torch.load takes a *module* and uses only its .Unpickler for zip files; it would call
+# .load for the legacy format, which has none here (non-zip files never reach torch.load).
+_SAFE_PICKLE = types.ModuleType("partialnet_restricted_pickle")
+_SAFE_PICKLE.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
+
+
+@dataclasses.dataclass
+class _Loaded:
+    state_dict: dict[str, Tensor]
+    hparams: dict[str, Any]
+    fmt: str
+    epoch: int | None = None
+    global_step: int | None = None
+
+
+def _plain(value: Any) -> Any:
+    """Stand-ins, OrderedDicts, tuples, dtypes to plain dicts/lists/scalars: data only."""
+    if isinstance(value, _NamespaceStandIn):
+        return _plain(getattr(value, "fields", {}))  # NEWOBJ skips __init__; BUILD may not run
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (torch.dtype, torch.device)):
+        return str(value)
+    return value.tolist() if isinstance(value, Tensor) else value
+
+
+def _torch_load(p: Path) -> Any:
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = zf.namelist()
+            # torch's zip reader does not check CRCs: a corrupted tensor would load silently.
+            corrupt = zf.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(
+            f"{p} is truncated or corrupt (unreadable zip archive): re-download or re-save it"
+        ) from exc
+    if corrupt is not None:
+        raise CheckpointError(f"{p} is corrupt (bad checksum in {corrupt}): re-download it")
+    # torch.load would hand a TorchScript archive to torch.jit.load, i.e. run its code.
+    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        raise CheckpointError(
+            f"{p} is a TorchScript archive, not a checkpoint: save the weights with "
+            "torch.save(model.state_dict(), path) and load that"
+        )
+    if not any(n.endswith("data.pkl") for n in names):
+        raise CheckpointError(f"{p} is a zip file but not a torch checkpoint (no data.pkl)")
+    try:
+        # weights_only=False is what lets torch use our unpickler; its allow-list is stricter.
+        return torch.load(p, map_location="cpu", pickle_module=_SAFE_PICKLE, weights_only=False)
+    except _UnsafeGlobal as exc:
+        raise UnsafeCheckpointError(
+            f"refused {p}: its pickle names the global '{exc.name}', which is not on the "
+            "allow-list of tensor and container types; the file was not loaded and nothing "
+            "from it was executed. Load only files you trust, re-saved as plain state dicts"
+        ) from exc
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"could not read {p} ({reason}): re-save the checkpoint") from exc
+
+
+def _load_safetensors(p: Path) -> dict[str, Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise missing_dependency("safetensors", "safetensors", "Reading .safetensors") from exc
+    try:
+        return load_file(str(p), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"could not read {p} as safetensors ({exc}): re-save it") from exc
+
+
+def _model_weights(obj: Mapping[Any, Any], p: object) -> dict[str, Tensor]:
+    """The network's own tensors, from a bare state dict or a {'state_dict'|'model': ...}."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
+    for prefix in ("model.", "module."):  # Lightning's attribute name; DDP's wrapper
+        if any(isinstance(k, str) and k.startswith(prefix) for k in obj):
+            # Anything else (criterion.teacher_model.* of a distillation run) belongs to the
+            # training wrapper, not to PartialNet.
+            n = len(prefix)
+            obj = {k[n:]: v for k, v in obj.items() if isinstance(k, str) and k.startswith(prefix)}
+            break
+    for k, v in obj.items():
+        if not isinstance(k, str) or not isinstance(v, Tensor):
+            raise CheckpointError(f"{p}: entry {k!r} is a {type(v).__name__}, not a tensor")
+    return dict(obj)
+
+
+def _read(path: PathLike) -> _Loaded:
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise CheckpointError(f"{p} is a directory: pass the checkpoint file inside it")
+        size = p.stat().st_size
+        with p.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {p} does not exist: check the path") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror}") from exc
+    if size == 0:
+        raise CheckpointError(f"checkpoint {p} is empty: re-download or re-save it")
+    # safetensors: a u64 little-endian header length, then the JSON header.
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
+        return _Loaded(_model_weights(_load_safetensors(p), p), {}, "safetensors")
+    if not head.startswith(b"PK\x03\x04"):
+        raise CheckpointError(
+            f"{p} is not a format we read (zip-based torch .ckpt/.pth or .safetensors); "
+            "legacy pre-1.6 torch files must be re-saved with a current torch"
+        )
+    obj = _torch_load(p)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{p} holds a {type(obj).__name__}, not a state dict")
+    try:
+        hparams = _plain(obj.get("hyper_parameters") or {})
+    except RecursionError as exc:  # a self-referencing structure
+        raise CheckpointError(f"{p}: its hyper_parameters are malformed (cyclic)") from exc
+    lightning = "pytorch-lightning_version" in obj or "hyper_parameters" in obj
+    epoch, step = obj.get("epoch"), obj.get("global_step")
+    return _Loaded(
+        _model_weights(obj, p),
+        hparams if isinstance(hparams, dict) else {},
+        "lightning" if lightning else "pth",
+        epoch if isinstance(epoch, int) else None,
+        step if isinstance(step, int) else None,
+    )
+
+
+def load_state_dict(path: PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The model's state dict (no `model.` prefix) and the training hyper-parameters."""
+    loaded = _read(path)
+    return loaded.state_dict, loaded.hparams
+
+
+def _act_for(embed_dim: int, depths: tuple[int, ...], spatial: bool) -> str:
+    """The activation is invisible in the weights: only a registered layout tells it."""
+    for v in VARIANTS.values():
+        if (v.embed_dim, v.depths, v.use_spatial_attn) == (embed_dim, depths, spatial):
+            return v.act
+    raise ConfigError(
+        f"cannot tell the activation of this checkpoint (embed_dim {embed_dim}, depths "
+        f"{list(depths)}) from its weights and it has no hyper_parameters: pass "
+        f"variant=... (--variant; one of {', '.join(VARIANTS)}) matching how it was trained"
+    )
+
+
+def _registered_name(cfg: PartialNetConfig) -> str:
+    # A registered name only for an identical architecture (classes/channels aside), so a
+    # t0-shaped net trained with, say, n_div 2 or DPConv is not reported as "t0".
+    free = ("num_classes", "in_chans", "name", "meta", "drop_path_rate")
+    for name, v in VARIANTS.items():
+        if dataclasses.replace(cfg, **{f: getattr(v, f) for f in free}) == v:
+            return name
+    return "custom"
+
+
+_HP_INT = ("n_div", "feature_dim", "patch_size", "patch_stride", "patch_size2", "patch_stride2")
+_HP_BOOL = ("auto_div", "use_channel_attn", "patnet_t0")
+_HP_RENAME = {"patch_size2": "merge_size", "patch_stride2": "merge_stride"}
+
+
+def _from_hparams(hp: Mapping[str, Any], sd: Mapping[str, Tensor]) -> dict[str, Any]:
+    """Config fields from the authors' training cfg (their argument names)."""
+    try:
+        if float(hp.get("layer_scale_init_value") or 0) > 0:
+            raise ConfigError(
+                f"layer_scale_init_value={hp['layer_scale_init_value']}: layer scale is not "
+                "supported by this toolchain (the released configs use 0)"
+            )
+        if str(hp.get("norm_layer", "BN")).upper() != "BN":
+            raise ConfigError(f"norm_layer {hp['norm_layer']!r} is not supported (only BN)")
+        embed_dim, depths = int(hp["embed_dim"]), tuple(int(d) for d in hp["depths"])
+        spatial = bool(hp.get("use_spatial_attn", any(".mlp.4." in k for k in sd)))
+        act = hp.get("act_layer")
+        act = str(act).lower() if act is not None else _act_for(embed_dim, depths, spatial)
+        if act not in ("gelu", "relu"):
+            raise ConfigError(f"act_layer {hp['act_layer']!r} is not supported (GELU or RELU)")
+        fields = {"embed_dim": embed_dim, "depths": depths, "act": act, "use_spatial_attn": spatial}
+        for key in (*_HP_INT, *_HP_BOOL, "mlp_ratio"):
+            if hp.get(key) is not None:
+                kind = int if key in _HP_INT else bool if key in _HP_BOOL else float
+                fields[_HP_RENAME.get(key, key)] = kind(hp[key])
+        return fields
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"unusable model hyper-parameters in the checkpoint: {exc}") from exc
+
+
+def _from_shapes(sd: Mapping[str, Tensor]) -> dict[str, Any]:
+    """Config fields read off tensor shapes; the activation comes from a matching variant."""
+    proj = sd["patch_embed.proj.weight"]
+    last: dict[int, int] = {}
+    for key in sd:
+        if m := _BLOCK_KEY.match(key):
+            last[int(m[1])] = max(last.get(int(m[1]), -1), int(m[2]))
+    if sorted(last) != [0, 2, 4, 6]:
+        raise CheckpointMismatchError(
+            f"not a PartialNet checkpoint: blocks in stages {sorted(last)}, expected 0, 2, 4, 6"
+        )
+    embed_dim, depths = proj.shape[0], tuple(last[i] + 1 for i in (0, 2, 4, 6))
+    f: dict[str, Any] = {"embed_dim": embed_dim, "depths": depths}
+    f["use_spatial_attn"] = any(".mlp.4." in k for k in sd)
+    f["act"] = _act_for(embed_dim, depths, f["use_spatial_attn"])
+    f["auto_div"] = any(k.endswith("spatial_mixing.gate") for k in sd)
+    # DPConv ignores use_channel_attn; keep the authors' default (True) then.
+    f["use_channel_attn"] = f["auto_div"] or any(".spatial_mixing.attn." in k for k in sd)
+    # Strides are not stored; the authors' patch embedding and merging never overlap.
+    f["patch_size"] = f["patch_stride"] = proj.shape[2]
+    if (w := sd.get("stages.1.reduction.weight")) is not None:
+        f["merge_size"] = f["merge_stride"] = w.shape[2]
+    if (w := sd.get("stages.0.blocks.0.spatial_mixing.partial_conv3.weight")) is not None:
+        f["n_div"] = embed_dim // w.shape[0]
+    if (w := sd.get("stages.0.blocks.0.mlp.0.weight")) is not None:
+        f["mlp_ratio"] = w.shape[0] / embed_dim
+    if (w := sd.get("avgpool_pre_head.1.weight")) is not None:
+        f["feature_dim"] = w.shape[0]
+    heads = {v.shape[0] for k, v in sd.items() if k.endswith("rpe_k.lookup_table_bias")}
+    if heads and heads not in ({4}, {6}):
+        raise ConfigError(f"last-stage attention with {sorted(heads)} heads is not supported")
+    if heads:
+        f["patnet_t0"] = heads == {4}
+    return f
+
+
+def config_from_checkpoint(
+    state_dict: Mapping[str, Tensor], hparams: Mapping[str, Any] | None, variant: str | None = None
+) -> PartialNetConfig:
+    """The architecture a state dict was trained with: from variant, hparams, or its shapes."""
+    proj = state_dict.get("patch_embed.proj.weight")
+    if proj is None or proj.dim() != 4 or not any(_BLOCK_KEY.match(k) for k in state_dict):
+        first = ", ".join(list(state_dict)[:3]) or "none"
+        raise CheckpointMismatchError(
+            "not a PartialNet checkpoint: it has no patch_embed.proj.weight or "
+            f"stages.N.blocks.M.* keys (first keys: {first})"
+        )
+    hp = dict(hparams or {})
+    if "embed_dim" not in hp:  # save_hyperparameters() of init args nests the training args
+        hp.update(next((v for v in hp.values() if isinstance(v, Mapping) and "embed_dim" in v), {}))
+    shapes: dict[str, Any] = {"in_chans": proj.shape[1]}
+    if (head := state_dict.get("head.weight")) is not None:
+        shapes["num_classes"] = head.shape[0]
+    if variant is not None:
+        cfg = get_config(variant).with_overrides(**shapes)
+    else:
+        use_hp = "embed_dim" in hp and "depths" in hp
+        fields = _from_hparams(hp, state_dict) if use_hp else _from_shapes(state_dict)
+        cfg = PartialNetConfig(**fields, **shapes)
+        cfg = dataclasses.replace(cfg, name=_registered_name(cfg))
+    meta: dict[str, Any] = {"num_classes": cfg.num_classes}
+    if (size := hp.get("image_size")) is not None:
+        try:
+            h, w = (size, size) if isinstance(size, int) else size
+            meta["input_size"] = (int(h), int(w))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"hyper-parameter image_size={size!r} is not [h, w] or int") from exc
+    if isinstance(hp.get("test_crop_ratio"), (int, float)):  # the authors' eval crop
+        meta["crop_pct"] = float(hp["test_crop_ratio"])
+    return dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, **meta))
+
+
+def load_weights_into(model: nn.Module, path_or_state: PathLike | Mapping[str, Tensor]) -> None:
+    """Strict load: every key and shape must match; only old files' num_batches_tracked may lack."""
+    if isinstance(path_or_state, Mapping):
+        state = _model_weights(path_or_state, "state dict")
+    else:
+        state = _read(path_or_state).state_dict
+    own = model.state_dict()
+    # BatchNorm gained num_batches_tracked in torch 0.4.1; eval never reads it.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    bad = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or bad:
+        lines = {
+            "missing": [f"{k} {tuple(own[k].shape)}" for k in missing],
+            "unexpected": [f"{k} {tuple(state[k].shape)}" for k in unexpected],
+            "shape mismatch": [
+                f"{k} has {tuple(state[k].shape)}, model expects {tuple(own[k].shape)}" for k in bad
+            ],
+        }
+        parts = [
+            f"{label}: {', '.join(ks[:5])}" + (f" (+{len(ks) - 5} more)" if ks[5:] else "")
+            for label, ks in lines.items()
+            if ks
+        ]
+        name = getattr(getattr(model, "cfg", None), "name", type(model).__name__)
+        raise CheckpointMismatchError(
+            f"checkpoint does not match the model ({name}): " + "; ".join(parts) + _HINT
+        )
+    full = {**{k: v for k, v in own.items() if k not in state}, **state}
+    try:
+        model.load_state_dict(full, strict=True)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the parameter
+        raise CheckpointMismatchError(f"could not copy the weights into the model: {exc}") from exc
+
+
+def _sha256(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: PathLike, variant: str | None = None) -> nn.Module:
+    """A PartialNet in eval mode with the checkpoint's weights, strictly loaded."""
+    loaded = _read(path)
+    cfg = config_from_checkpoint(loaded.state_dict, loaded.hparams, variant)
+    model = build_model(cfg)
+    load_weights_into(model, loaded.state_dict)
+    model.eval()
+    model.checkpoint_info = {
+        "path": str(path),
+        "sha256": _sha256(path),
+        "format": loaded.fmt,
+        "epoch": loaded.epoch,
+        "global_step": loaded.global_step,
+    }
+    return model

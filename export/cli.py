@@ -1,0 +1,177 @@
+"""``partialnet-export``: the command-line front door of the toolchain."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from partialnet.config import list_variants
+from partialnet.errors import PartialNetError, UsageError
+from partialnet.export.errors import ParityFailure
+from partialnet.export.manifest import Manifest
+from partialnet.export.options import parse_targets
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="partialnet-export",
+        description="Export PartialNet to verified ONNX, OpenVINO IR, TensorRT engines and "
+        "CoreML packages. Every artifact is built from the re-parameterized inference form "
+        "and, where its runtime runs here, checked against the eager model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_argument_group("model")
+    src.add_argument(
+        "--variant",
+        metavar="{" + ",".join(list_variants()) + "}",
+        help="PartialNet variant; taken from the checkpoint when omitted",
+    )
+    src.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="authors' .ckpt, a .pth state dict or .safetensors; without it the weights are random",
+    )
+    out = p.add_argument_group("artifacts")
+    out.add_argument(
+        "--target", default="onnx", help="comma-separated onnx, openvino, coreml, trt, or all"
+    )
+    out.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    out.add_argument(
+        "--imgsz",
+        metavar="H[,W]",
+        default=None,
+        help="input size, multiples of 32 (default: the variant's, 224)",
+    )
+    batch = out.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, help="static batch size")
+    batch.add_argument(
+        "--dynamic-batch",
+        metavar="MIN:OPT:MAX",
+        default=None,
+        help="dynamic batch axis with this range (ONNX, OpenVINO, TensorRT)",
+    )
+    out.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    out.add_argument(
+        "--output",
+        metavar="DIR",
+        default=None,
+        help="output directory (default: exports/<variant>/)",
+    )
+    out.add_argument(
+        "--no-verify", action="store_true", help="skip the parity gate against the eager model"
+    )
+    trt = p.add_argument_group("TensorRT")
+    trt.add_argument(
+        "--trt-compute-capability",
+        default="SM89",
+        metavar="SMxx",
+        help="GPU architecture for ahead-of-time builds (TensorRT-RTX)",
+    )
+    trt.add_argument(
+        "--workspace",
+        type=int,
+        default=None,
+        metavar="MiB",
+        help="builder workspace limit (default: TensorRT's)",
+    )
+    cml = p.add_argument_group("CoreML")
+    cml.add_argument(
+        "--coreml-min-target",
+        default="iOS16",
+        help="minimum deployment target (iOS15.., macOS12..)",
+    )
+    cml.add_argument(
+        "--coreml-image-input",
+        action="store_true",
+        help="take an RGB image input with the normalization built in",
+    )
+    cml.add_argument(
+        "--coreml-labels",
+        metavar="FILE",
+        default=None,
+        help="class labels, one per line: makes a CoreML classifier",
+    )
+    return p
+
+
+def _table(manifest: Manifest, targets: set[str]) -> str:
+    rows = [("target", "file", "size", "seconds", "parity")]
+    for a in manifest.artifacts:
+        if a.target not in targets:
+            continue
+        if a.parity.get("status") == "unverified":
+            verdict = f"unverified: {a.parity['reason']}"
+        else:
+            verdict = ("pass" if a.status == "ok" else "FAIL") + (
+                f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}, "
+                f"top-1 {a.parity['top1_agreement']:.0%})"
+            )
+        rows.append((a.target, a.path, f"{a.bytes / 1e6:.1f} MB", f"{a.seconds:.1f}", verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from partialnet.export.api import export
+
+    started = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        manifest = export(
+            args.checkpoint,
+            variant=args.variant,
+            targets=args.target,
+            precision=args.precision,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            dynamic_batch=args.dynamic_batch,
+            opset=args.opset,
+            output_dir=args.output,
+            verify=not args.no_verify,
+            trt_compute_capability=args.trt_compute_capability,
+            workspace_mb=args.workspace,
+            coreml_min_target=args.coreml_min_target,
+            coreml_image_input=args.coreml_image_input,
+            coreml_class_labels=args.coreml_labels,
+            progress=progress,
+        )
+    except UsageError as exc:
+        print(f"partialnet-export: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ParityFailure as exc:
+        if isinstance(exc.manifest, Manifest):
+            print(_table(exc.manifest, _asked(args.target)))
+        print(f"partialnet-export: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except PartialNetError as exc:
+        print(f"partialnet-export: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(
+            "partialnet-export: interrupted; finished artifacts were kept, nothing partial "
+            "was left",
+            file=sys.stderr,
+        )
+        return 130
+    print(_table(manifest, _asked(args.target)))
+    return EXIT_OK
+
+
+def _asked(target_arg: str) -> set[str]:
+    return {t.value for t in parse_targets(target_arg)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

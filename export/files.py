@@ -1,0 +1,106 @@
+"""Atomic artifact writing: a failed or interrupted export never leaves a truncated file
+under the final name, and never replaces a good earlier artifact."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from partialnet.export.errors import OutputPathError
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it writable; one-line errors say what to do."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(
+            f"output path {path} exists and is not a directory: "
+            "remove it or choose another --output"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputPathError(
+            f"cannot write to output directory {path}: {exc.strerror}; choose another --output"
+        ) from exc
+    return path
+
+
+def check_destination(final: Path, is_dir: bool) -> None:
+    """Refuse to replace something of another kind (a directory where a file goes, ...)."""
+    if final.exists() and final.is_dir() != is_dir:
+        kind = "directory" if final.is_dir() else "file"
+        raise OutputPathError(
+            f"{final} exists and is a {kind}, not a previous artifact: "
+            "move it away or choose another --output"
+        )
+
+
+@contextlib.contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success it replaces ``final`` atomically."""
+    check_destination(final, is_dir=False)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    # mkstemp creates 0600; an artifact gets the permissions any new file would get.
+    tmp_path.chmod(0o666 & ~_current_umask())
+    try:
+        yield tmp_path
+        if not tmp_path.exists() or tmp_path.stat().st_size == 0:
+            raise OSError(f"nothing was written for {final.name}")
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory; on success it takes the place of ``final`` (a directory).
+
+    A previous ``final`` is moved aside first and deleted only after the new one is in place.
+    """
+    check_destination(final, is_dir=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    try:
+        yield tmp
+        old = final.with_name(f".{final.name}.old")
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and bytes, sorted)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

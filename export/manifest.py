@@ -1,0 +1,83 @@
+"""manifest.json: what an output directory holds, how it was made, and how it verified."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from partialnet.export.files import atomic_file
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class ArtifactRecord:
+    target: str
+    path: str  # relative to the manifest's directory
+    precision: str
+    input_shape: list[int]
+    dynamic_batch: list[int] | None
+    sha256: str
+    bytes: int
+    seconds: float
+    parity: dict[str, Any]
+    status: str = "ok"  # "ok" or "failed" (parity violation)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.target, self.precision, self.path)
+
+
+@dataclass
+class Manifest:
+    variant: str
+    checkpoint: dict[str, Any] | None
+    versions: dict[str, str]
+    input_size: list[int]
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+
+    def add(self, record: ArtifactRecord) -> None:
+        """Add or replace the record for the same target, precision and file."""
+        self.artifacts = [a for a in self.artifacts if a.key != record.key]
+        self.artifacts.append(record)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifacts": [asdict(a) for a in self.artifacts],
+            "variant": self.variant,
+            "checkpoint": self.checkpoint,
+            "versions": self.versions,
+            "input_size": self.input_size,
+        }
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_NAME
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @property
+    def failed(self) -> list[ArtifactRecord]:
+        return [a for a in self.artifacts if a.status != "ok"]
+
+
+def load_manifest(directory: Path) -> Manifest | None:
+    """The manifest already in ``directory`` (records of earlier exports), if readable."""
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        records = [ArtifactRecord(**a) for a in data.get("artifacts", [])]
+        return Manifest(
+            data["variant"],
+            data.get("checkpoint"),
+            data.get("versions", {}),
+            data.get("input_size", []),
+            records,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

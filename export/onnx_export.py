@@ -1,0 +1,151 @@
+"""ONNXFromInference: the inference-form torch model -> a checked, simplified ONNX with
+metadata, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from partialnet.errors import missing_dependency
+from partialnet.export.errors import ExportFailure
+from partialnet.export.files import atomic_file
+from partialnet.inference import InferencePartialNet
+
+# Ops that betray a graph that was not lowered properly: dynamic indexing (NonZero,
+# scatters), control flow, or unfolded training-time layers.
+FORBIDDEN_OPS = frozenset(
+    {"NonZero", "ScatterND", "ScatterElements", "Loop", "If", "BatchNormalization", "Dropout"}
+)
+
+INPUT_NAME = "input"
+
+
+def output_names(model: InferencePartialNet) -> list[str]:
+    return ["logits"] if model.feature_norms is None else [f"feat{i}" for i in range(4)]
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise missing_dependency("onnx", "onnx", "ONNX export") from None
+    return onnx
+
+
+def trace_to_onnx(
+    model: InferencePartialNet, batch: int, dynamic_batch: tuple[int, int, int] | None, opset: int
+):
+    """torch.onnx (dynamo exporter) -> an onnx.ModelProto, with the exporter's chatter muted."""
+    _import_onnx()
+    h, w = model.input_size
+    # torch.export specializes dimensions of size 0 and 1, so a dynamic batch traces with >= 2.
+    sample_batch = max(2, dynamic_batch[1]) if dynamic_batch else batch
+    sample = torch.zeros(sample_batch, model.cfg.in_chans, h, w)
+    dynamic_shapes = None
+    if dynamic_batch:
+        dim = torch.export.Dim("batch", min=dynamic_batch[0], max=max(dynamic_batch[2], 2))
+        dynamic_shapes = ({0: dim},)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model.eval(),
+            (sample,),
+            input_names=[INPUT_NAME],
+            output_names=output_names(model),
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+            optimize=False,  # onnxsim does the same folding, faster
+        )
+    return program.model_proto
+
+
+def check_and_simplify(proto, warn: Callable[[str], None]):
+    """onnx checker + strict shape inference, then onnxsim (a failure there is a warning)."""
+    onnx = _import_onnx()
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as exc:  # onnx raises several unrelated types
+        raise ExportFailure(f"the exported ONNX fails the onnx checker: {exc}") from exc
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(proto)
+        if ok:
+            proto = simplified
+        else:
+            warn("onnxsim could not validate its simplified graph; kept the unsimplified ONNX")
+    except ImportError:
+        warn(
+            "onnxsim is not installed; the ONNX is not simplified "
+            "(pip install 'partialnet-export[onnx]')"
+        )
+    except Exception as exc:  # onnxsim failures must not lose the export
+        warn(f"onnxsim failed ({type(exc).__name__}: {exc}); kept the unsimplified ONNX")
+    return proto
+
+
+def op_histogram(proto) -> Counter:
+    return Counter(node.op_type for node in proto.graph.node)
+
+
+def assert_lowered(proto) -> None:
+    bad = sorted(set(op_histogram(proto)) & FORBIDDEN_OPS)
+    if bad:
+        raise ExportFailure(
+            f"the ONNX still contains {', '.join(bad)}: the inference form "
+            "was not fully lowered (please report this as a bug)"
+        )
+
+
+def set_metadata(proto, metadata: dict[str, object]) -> None:
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    onnx = _import_onnx()
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def export_onnx(
+    model: InferencePartialNet,
+    path: Path,
+    *,
+    batch: int,
+    dynamic_batch: tuple[int, int, int] | None,
+    opset: int,
+    metadata: dict[str, object],
+    warn: Callable[[str], None],
+) -> dict[str, object]:
+    """Write ``model`` as ONNX at ``path``; returns facts (node count, ops) for the manifest."""
+    onnx = _import_onnx()
+    try:
+        proto = trace_to_onnx(model, batch, dynamic_batch, opset)
+    except Exception as exc:
+        raise ExportFailure(
+            f"torch.onnx could not export the inference form: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
+    proto = check_and_simplify(proto, warn)
+    assert_lowered(proto)
+    set_metadata(proto, metadata)
+    with atomic_file(path) as tmp:
+        onnx.save(proto, str(tmp))
+    ops = op_histogram(proto)
+    return {"nodes": sum(ops.values()), "ops": dict(sorted(ops.items()))}

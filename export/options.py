@@ -1,0 +1,125 @@
+"""What an export is asked to do: targets, precision, shapes, as validated enums/dataclasses."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from partialnet.errors import UsageError
+from partialnet.reparam import validate_input_size
+
+
+class Target(str, enum.Enum):
+    ONNX = "onnx"
+    OPENVINO = "openvino"
+    COREML = "coreml"
+    TRT = "trt"
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+# Export order: OpenVINO and TensorRT are built from the ONNX, so it comes first.
+TARGET_ORDER = (Target.ONNX, Target.OPENVINO, Target.TRT, Target.COREML)
+
+ARTIFACT_SUFFIX = {
+    Target.ONNX: ".onnx",
+    Target.OPENVINO: ".xml",
+    Target.TRT: ".engine",
+    Target.COREML: ".mlpackage",
+}
+
+
+def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]:
+    """'onnx,trt' or 'all' (or a list of names) -> targets in export order."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = {str(i).strip().lower() for i in items if str(i).strip()}
+    if not names:
+        raise UsageError(
+            "no target given: use --target with one or more of onnx, openvino, coreml, trt, or all"
+        )
+    if "all" in names:
+        return TARGET_ORDER
+    valid = {t.value for t in Target}
+    unknown = sorted(names - valid)
+    if unknown:
+        raise UsageError(
+            f"unknown target(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}, all"
+        )
+    return tuple(t for t in TARGET_ORDER if t.value in names)
+
+
+def parse_precision(text: str | Precision) -> Precision:
+    try:
+        return Precision(str(getattr(text, "value", text)).lower())
+    except ValueError:
+        raise UsageError(f"unknown precision '{text}'; valid: fp32, fp16") from None
+
+
+def parse_dynamic_batch(text: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+    """'MIN:OPT:MAX' -> (min, opt, max) with 1 <= min <= opt <= max."""
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(p) for p in text.split(":")) if isinstance(text, str) else tuple(text)
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+        raise UsageError(
+            f"dynamic batch '{text}' is not MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX (e.g. 1:8:32)"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def parse_imgsz(text: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """'224' or '256,320' -> (H, W), validated against what the model can take."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        try:
+            parts = [int(p) for p in text.replace("x", ",").split(",")]
+        except ValueError:
+            raise UsageError(f"image size '{text}' is not H or H,W (e.g. 224 or 256,320)") from None
+        size = (parts[0], parts[0]) if len(parts) == 1 else tuple(parts)
+    else:
+        size = text
+    return validate_input_size(size)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Validated export settings (the CLI and the Python API both build one)."""
+
+    targets: tuple[Target, ...] = (Target.ONNX,)
+    precision: Precision = Precision.FP32
+    input_size: tuple[int, int] | None = None  # None: the variant's metadata
+    batch: int = 1
+    dynamic_batch: tuple[int, int, int] | None = None
+    opset: int = 18
+    verify: bool = True
+    trt_compute_capability: str = "SM89"
+    workspace_mb: int | None = None
+    coreml_min_target: str = "iOS16"
+    coreml_image_input: bool = False
+    coreml_class_labels: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise UsageError(f"--batch must be >= 1, got {self.batch}")
+        if not 17 <= self.opset <= 23:
+            raise UsageError(f"--opset {self.opset} is not supported; use 17..23 (default 18)")
+        if self.workspace_mb is not None and self.workspace_mb < 1:
+            raise UsageError("--workspace is in MiB and must be >= 1")
+        if self.dynamic_batch is not None and Target.COREML in self.targets:
+            raise UsageError(
+                "CoreML export takes a fixed batch: drop --dynamic-batch for "
+                "--target coreml, or export coreml separately with --batch"
+            )
+
+    @property
+    def sample_batch(self) -> int:
+        """The batch of the example input used to trace and to verify."""
+        return self.dynamic_batch[1] if self.dynamic_batch else self.batch

@@ -1,0 +1,67 @@
+"""Shared test helpers: seeded models with randomized statistics, the shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import partialnet
+from partialnet.dpconv import DPConv
+from partialnet.rpe import RelativePositionBias
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_fixture(name: str) -> Path:
+    """A file from ../shared/fixtures, or a skip naming what is missing."""
+    path = SHARED / "fixtures" / name
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} is not present beside the checkout")
+    return path
+
+
+@torch.no_grad()
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and affines, LayerNorm affines and bias tables.
+
+    With running_mean 0 / running_var 1 and identity affines, a fold that drops or
+    misplaces a BN still gives the right answer; randomizing them (as RepVGG's checks
+    do) makes every folding bug visible.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def uniform(t: torch.Tensor, lo: float, hi: float) -> None:
+        t.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
+
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            uniform(mod.running_mean, -0.5, 0.5)
+            uniform(mod.running_var, 0.5, 2.0)
+            uniform(mod.weight, 0.5, 1.5)
+            uniform(mod.bias, -0.5, 0.5)
+        elif isinstance(mod, nn.LayerNorm):
+            uniform(mod.weight, 0.5, 1.5)
+            uniform(mod.bias, -0.5, 0.5)
+        elif isinstance(mod, RelativePositionBias):
+            mod.lookup_table_bias.copy_(torch.randn(mod.lookup_table_bias.shape, generator=gen))
+    return model
+
+
+def set_dpconv_splits(model: nn.Module, c_divs: list[int]) -> list[int]:
+    """Give each DPConv layer a learned split (cycling through ``c_divs``); returns them."""
+    used = []
+    for i, mod in enumerate(m for m in model.modules() if isinstance(m, DPConv)):
+        c_div = c_divs[i % len(c_divs)]
+        mod.c_div.fill_(c_div)
+        mod.one_channel.fill_(mod.channels // c_div)
+        used.append(c_div)
+    return used
+
+
+@pytest.fixture
+def t0_random() -> nn.Module:
+    torch.manual_seed(0)
+    return randomize(partialnet.create_model("t0")).eval()
