@@ -28,47 +28,27 @@ from typing import Any
 
 from partialnet.errors import (
     MissingDependencyError,
-    PartialNetError,
     UsageError,
     missing_dependency,
 )
-
-FLAVOUR_TENSORRT = "tensorrt"
-FLAVOUR_RTX = "tensorrt-rtx"
+from partialnet.export.errors import ExportFailure
+from partialnet.runtimes.tensorrt_sdk import (
+    FLAVOUR_RTX,
+    FLAVOUR_TENSORRT,
+    import_tensorrt,
+    make_logger,
+)
 
 Progress = Callable[[str], None]
 
 
-try:  # the exporter's failure base (exit code 1), when this checkout has it
-    from partialnet.export.errors import ExportFailure as _FailureBase
-except ImportError:  # pragma: no cover - standalone use of this module
-    _FailureBase = PartialNetError
-
-
-class TensorRTBuildError(_FailureBase, RuntimeError):
+class TensorRTBuildError(ExportFailure, RuntimeError):
     """TensorRT could not parse the ONNX or build an engine; the message says where and why."""
 
     def __init__(self, message: str, *, node_name: str = "", op_type: str = "") -> None:
         super().__init__(message)
         self.node_name = node_name
         self.op_type = op_type
-
-
-def import_tensorrt() -> tuple[ModuleType, str]:
-    """Return ``(module, flavour)``, preferring full TensorRT over TensorRT for RTX."""
-    try:
-        import tensorrt
-
-        return tensorrt, FLAVOUR_TENSORRT
-    except (ImportError, OSError):  # OSError: wheel present but its shared libraries are not
-        pass
-    try:
-        import tensorrt_rtx_bindings
-
-        return tensorrt_rtx_bindings, FLAVOUR_RTX
-    except (ImportError, OSError):
-        pass
-    raise missing_dependency("tensorrt_rtx_bindings", "tensorrt", "Building a TensorRT engine")
 
 
 # ----------------------------------------------------------------------------- config
@@ -155,43 +135,6 @@ class TensorRTBuildConfig:
 
 
 # ----------------------------------------------------------------------------- logging
-
-_LOGGER_CLASSES: dict[str, type] = {}
-
-
-def make_logger(trt: ModuleType, progress: Progress | None = None) -> Any:
-    """An ``ILogger`` that keeps warnings/errors for messages and prints nothing.
-
-    INFO lines go to ``progress`` when given; VERBOSE lines are dropped. The class is made
-    per module because each SDK has its own ``ILogger`` base.
-    """
-    cls = _LOGGER_CLASSES.get(trt.__name__)
-    if cls is None:
-        cls = _logger_class(trt)
-        _LOGGER_CLASSES[trt.__name__] = cls
-    return cls(progress)
-
-
-def _logger_class(trt: ModuleType) -> type:
-    sev = trt.ILogger.Severity
-
-    class CollectingLogger(trt.ILogger):
-        def __init__(self, progress: Progress | None) -> None:
-            trt.ILogger.__init__(self)
-            self.progress = progress
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            line = " ".join(str(msg).split())
-            if severity in (sev.INTERNAL_ERROR, sev.ERROR):
-                self.errors.append(line)
-            elif severity == sev.WARNING:
-                self.warnings.append(line)
-            elif severity == sev.INFO and self.progress is not None:
-                self.progress(line)
-
-    return CollectingLogger
 
 
 def _one_line(messages: list[str], limit: int = 3) -> str:

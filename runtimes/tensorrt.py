@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from partialnet.export.tensorrt import import_tensorrt, make_logger
-from partialnet.runtimes.base import Runner, RunnerInfo, RuntimeUnavailableError
 
 from partialnet.errors import MissingDependencyError
+from partialnet.runtimes.base import Runner, RunnerInfo, RuntimeUnavailableError
+from partialnet.runtimes.tensorrt_sdk import import_tensorrt, make_logger
 
 _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT32": "int32"}
 
@@ -83,6 +83,7 @@ class TensorRTRunner(Runner):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         import torch
+
         from partialnet.runtimes.base import check_batch
 
         self._require_active()
