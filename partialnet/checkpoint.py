@@ -138,7 +138,7 @@ def _torch_load(p: Path) -> Any:
             names = zf.namelist()
             # torch's zip reader does not check CRCs: a corrupted tensor would load silently.
             corrupt = zf.testzip()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise CheckpointError(
             f"{p} is truncated or corrupt (unreadable zip archive): re-download or re-save it"
         ) from exc
@@ -152,9 +152,17 @@ def _torch_load(p: Path) -> Any:
         )
     if not any(n.endswith("data.pkl") for n in names):
         raise CheckpointError(f"{p} is a zip file but not a torch checkpoint (no data.pkl)")
+    if os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
+        # torch then refuses any pickle_module, ours included; we never fall back to another.
+        raise CheckpointError(
+            f"cannot read {p}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which stops torch.load from "
+            "using partialnet's restricted unpickler; unset it for this command"
+        )
     try:
         # weights_only=False is what lets torch use our unpickler; its allow-list is stricter.
-        return torch.load(p, map_location="cpu", pickle_module=_SAFE_PICKLE, weights_only=False)
+        # A file object, not the path: torch.load routes paths ending in .safetensors by name.
+        with p.open("rb") as f:
+            return torch.load(f, map_location="cpu", pickle_module=_SAFE_PICKLE, weights_only=False)
     except _UnsafeGlobal as exc:
         raise UnsafeCheckpointError(
             f"refused {p}: its pickle names the global '{exc.name}', which is not on the "
