@@ -1,0 +1,298 @@
+"""partialnet-bench: latency and throughput of PartialNet on each runtime, one at a time.
+
+``partialnet-bench [latency] --variant t1 | --artifacts DIR ...`` is implemented here; any
+subcommand in ``SUBCOMMANDS`` (``parity``) lives in its own module with a ``main(argv) -> int``
+and is dispatched to on the first positional argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from partialnet.bench.compare import compare_reports, format_comparison
+from partialnet.bench.environment import PeakGemm, collect_environment, load_manifest
+from partialnet.bench.measure import PeakMemory, ProgressLine, current_rss_mb, measure_runner
+from partialnet.bench.plots import plot_latency, plot_throughput
+from partialnet.bench.report import load_json, measured_cell, skipped_cell, write_report
+from partialnet.errors import MissingDependencyError, UsageError
+from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
+
+PROG = "partialnet-bench"
+SUBCOMMANDS = {"parity": "partialnet.bench.parity"}
+TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
+RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
+TARGET_RUNTIME = {
+    "onnx": "onnxruntime",
+    "openvino": "openvino",
+    "trt": "tensorrt",
+    "coreml": "coreml",
+}
+RUNTIME_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
+
+
+class _Skip(Exception):
+    """This job cannot run here; the message is the reason written into its cells."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
+        raise UsageError(message)
+
+
+@dataclass
+class Job:
+    """One runtime on one artifact: a file, the eager model, or one still to be made."""
+
+    name: str  # a Runtime value, or torch-inference
+    input_chw: tuple[int, ...]
+    precision: str = "fp32"
+    artifact: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    skip: str | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime.TORCH if self.name == TORCH_INFERENCE else Runtime(self.name)
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    variant: str
+    model: Any  # the eager model, or None for an unregistered variant
+    flops_per_image: float | None
+    tmp: Path
+    open_runner: Callable[..., Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    samples: dict[tuple[str, str, str, int], tuple[float, ...]] = field(default_factory=dict)
+    runners: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: bool = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Latency/throughput of PartialNet on each runtime.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--variant", help="build this variant (random weights) and time it")
+    src.add_argument("--artifacts", type=Path, help="a partialnet-export output directory")
+    names = ",".join(RUNTIME_NAMES)
+    p.add_argument("--runtimes", type=parse_runtimes, help=f"of {names} (default: all)")
+    p.add_argument("--batch", type=parse_batches, default=[1], help="comma list, e.g. 1,8,32")
+    p.add_argument("--threads", type=_int_at_least(1), help="threads (default: runtime's own)")
+    p.add_argument("--warmup", type=_int_at_least(0), default=5, help="untimed calls per cell")
+    count = p.add_mutually_exclusive_group()
+    count.add_argument("--iterations", type=_int_at_least(1), help="timed calls (default 50)")
+    count.add_argument("--duration", type=_seconds, help="seconds of timed calls per cell")
+    p.add_argument("--output", type=Path, default=Path("bench-results"), help="output directory")
+    p.add_argument("--compare", type=Path, metavar="REPORT", help="ratios to it")
+    p.add_argument("--peak-gemm", type=_int_at_least(0), default=2048, help="GEMM side; 0: none")
+    return p
+
+
+def parse_runtimes(text: str) -> list[str]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RUNTIME_NAMES] if names else [text]
+    if unknown:
+        raise UsageError(
+            f"unknown runtime {', '.join(map(repr, unknown))}; valid runtimes: "
+            f"{', '.join(RUNTIME_NAMES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def parse_batches(text: str) -> list[int]:
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"bad --batch {text!r}: give positive integers separated by commas")
+    return list(dict.fromkeys(int(p) for p in parts))
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < minimum:
+            raise UsageError(f"expected an integer >= {minimum}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = float(text) if text.strip().replace(".", "", 1).isdigit() else 0.0
+    if value <= 0:
+        raise UsageError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any) -> list[Job]:
+    """One job per requested runtime, or per matching artifact with --artifacts."""
+    entries = manifest["artifacts"] if manifest else []
+    if entries:
+        chw = tuple(entries[0]["input_shape"][1:])
+    else:
+        chw = (model.cfg.in_chans, *model.cfg.meta.input_size) if model else (3, 224, 224)
+    found = [TARGET_RUNTIME[e["target"]] for e in entries if e["target"] in TARGET_RUNTIME]
+    names = args.runtimes or (list(dict.fromkeys(found)) if manifest else list(RUNTIME_NAMES))
+    jobs = []
+    for name in names:
+        if name in ("torch", TORCH_INFERENCE):
+            why = None if model else f"{manifest and manifest.get('variant')!r} is not a variant"
+            jobs.append(Job(name, chw, artifact=model, skip=why))
+        elif manifest is None:
+            jobs.append(Job(name, chw))  # exported when its turn comes
+        else:
+            mine = [e for e in entries if TARGET_RUNTIME.get(e["target"]) == name]
+            for e in mine:
+                extra = {"artifact": e["path"], "artifact_precision": e.get("precision")}
+                shape = tuple(e["input_shape"][1:])
+                path = args.artifacts / e["path"]
+                jobs.append(Job(name, shape, str(e.get("precision")), path, extra))
+            if not mine:
+                why = f"no {RUNTIME_TARGET[name]} artifact in {args.artifacts}/manifest.json"
+                jobs.append(Job(name, chw, skip=why))
+    return jobs
+
+
+def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
+    """The job's artifact: reparameterized or exported now, so only one exists at a time."""
+    if job.name == TORCH_INFERENCE:
+        from partialnet import reparameterize
+
+        return reparameterize(job.artifact, job.input_chw[1:]), {"form": "inference"}
+    if job.artifact is not None or job.runtime is Runtime.TORCH:
+        return job.artifact, job.extra or {"form": "eager"}
+    try:
+        from partialnet.export import export
+    except ImportError as exc:
+        raise _Skip(
+            f"timing {job.name} from --variant needs partialnet.export.export ({exc}); "
+            "export with partialnet-export and pass --artifacts DIR"
+        ) from exc
+    target, out, batch = RUNTIME_TARGET[job.name], run.tmp / job.name, max(run.args.batch)
+    dynamic = (1, batch, batch) if batch > 1 else None  # so that every requested batch fits
+    hw = tuple(job.input_chw[1:])  # verify=False: checking parity is `parity`'s job, not ours
+    export(
+        run.model, targets=[target], output_dir=out, imgsz=hw, dynamic_batch=dynamic, verify=False
+    )
+    for e in load_manifest(out)["artifacts"]:
+        if e["target"] == target:
+            return out / e["path"], {"artifact": e["path"], "artifact_precision": e["precision"]}
+    raise _Skip(f"partialnet.export.export wrote no {target} artifact")
+
+
+def _run_job(run: Run, job: Job, peaks: PeakGemm, progress: ProgressLine) -> None:
+    """Prepare, open the job's runner, measure every batch, close; failures become skips."""
+    args, cells, reason = run.args, [], ""
+    timing = {"warmup": args.warmup, "iterations": args.iterations, "duration": args.duration}
+    try:
+        if job.skip:
+            raise _Skip(job.skip)
+        artifact, extra = _prepare(run, job)
+        peak = peaks.get(job.runtime.value)  # before the runner opens: one thing at a time
+        rss_before = current_rss_mb()
+        options = {"threads": args.threads} if args.threads else {}
+        with run.open_runner(job.runtime, artifact, **options) as runner:
+            info = runner.info()
+            run.runners[job.name] = info.to_dict()
+            extra |= {"threads": args.threads, "device": info.device, "provider": info.provider}
+            chw = job.input_chw
+            for c in measure_runner(runner, args.batch, chw, progress, job.name, **timing):
+                key = (job.name, run.variant, info.precision, c.batch)
+                if c.measurement is None:
+                    cells.append(skipped_cell(*key, c.skipped or "", **extra))
+                    continue
+                run.samples[key] = c.measurement.samples_ms
+                mem = c.peak_memory_mb or 0.0
+                cell = measured_cell(*key, c.measurement, run.flops_per_image, peak, mem, **extra)
+                memory = {"memory_method": c.memory_method, "memory_delta_mb": mem - rss_before}
+                cells.append(cell | memory | {"input_shape": [c.batch, *chw]})
+    except (_Skip, RuntimeUnavailableError, MissingDependencyError) as exc:
+        reason = str(exc)
+    except Exception as exc:  # a bug or a broken artifact: reported, and the exit code is 1
+        reason = f"failed: {type(exc).__name__}: {exc}"
+        run.failed = True
+        print(f"{PROG}: {job.name}: {reason}", file=sys.stderr)
+    run.results += cells
+    for batch in args.batch[len(cells) :]:
+        run.results.append(skipped_cell(job.name, run.variant, job.precision, batch, reason))
+
+
+def _latency(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.duration is None:
+        args.iterations = args.iterations or 50
+    other = load_json(args.compare) if args.compare else None
+    import partialnet
+
+    manifest = load_manifest(args.artifacts) if args.artifacts else None
+    variant = str(manifest.get("variant")) if manifest else args.variant
+    try:
+        model = partialnet.create_model(variant).eval()
+        variant = model.cfg.name
+    except UsageError:
+        if manifest is None:
+            raise
+        model = None  # not a registered variant: no torch runs, no FLOP count
+    available_runtimes, open_runner = _registry()
+    env = collect_environment(args.threads, [PROG, *argv])
+    peaks, progress = PeakGemm(args.threads, size=args.peak_gemm), ProgressLine()
+    jobs = _jobs(args, manifest, model)
+    hw = jobs[0].input_chw[1:] if jobs else (224, 224)
+    flops = 2 * partialnet.complexity(model, hw).macs if model is not None else None
+    availability = available_runtimes()
+    with tempfile.TemporaryDirectory(prefix="partialnet-bench-") as tmp:
+        run = Run(args, variant, model, flops, Path(tmp), open_runner)
+        for job in jobs:
+            job.skip = job.skip or availability.get(job.runtime.value, "not registered")
+            _run_job(run, job, peaks, progress)
+            gc.collect()  # the previous runner is gone before the next one opens
+    timing = {"warmup": args.warmup, "iterations": args.iterations, "duration_s": args.duration}
+    env.update(runners=run.runners, peak_gemm=peaks.to_dict(), flops_per_image=flops)
+    env.update(artifacts=manifest["artifacts"] if manifest else "exported by the bench")
+    env.update(timing=timing, clock="time.perf_counter around each infer", memory=PeakMemory.NOTE)
+    report = {"environment": env, "results": run.results}
+    write_report(report, args.output)
+    plot_latency(run.samples, args.output / "latency.png")
+    plot_throughput(run.results, args.output / "throughput.png")
+    print(f"wrote report.json, report.md, latency.png, throughput.png to {args.output}")
+    if other is not None:
+        comparison = compare_reports(report, other)
+        print(format_comparison(comparison, str(args.output), str(args.compare)), end="")
+    return 1 if run.failed else 0
+
+
+def _registry() -> tuple[Callable[[], dict[str, str | None]], Callable[..., Any]]:
+    from partialnet.runtimes import available_runtimes, open_runner
+
+    return available_runtimes, open_runner
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return _subcommand(argv[0], argv[1:])
+        return _latency(argv[1:] if argv[:1] == ["latency"] else argv)
+    except UsageError as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name])
+    except ModuleNotFoundError as exc:
+        if exc.name != SUBCOMMANDS[name]:
+            raise
+        raise UsageError(f"the '{name}' subcommand is not installed in this version") from None
+    return int(module.main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

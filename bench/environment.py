@@ -1,0 +1,258 @@
+"""What the numbers were measured on: the machine, the software, the thread settings, the
+artifacts (checked against their manifest), and each runtime's own peak on a large GEMM."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shlex
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partialnet.errors import UsageError
+
+# Import name -> distribution name; read from metadata so no SDK is imported to learn it.
+PACKAGES = {
+    "partialnet": "partialnet-export",
+    "torch": "torch",
+    "numpy": "numpy",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt-rtx-cu12-bindings",
+    "coremltools": "coremltools",
+    "matplotlib": "matplotlib",
+    "psutil": "psutil",
+}
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def cpu_model() -> str:
+    """'model name' from /proc/cpuinfo, else platform.processor(), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def core_counts() -> dict[str, int | None]:
+    import psutil
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    return {
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "usable_cores": usable,
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each relevant package; None when it is not installed."""
+    versions: dict[str, str | None] = {}
+    for name, dist in PACKAGES.items():
+        try:
+            versions[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def thread_settings(threads: int | None) -> dict[str, Any]:
+    import torch
+
+    return {
+        "requested": threads,
+        "torch_num_threads": torch.get_num_threads(),
+        "env": {var: os.environ.get(var) for var in THREAD_ENV_VARS},
+    }
+
+
+def collect_environment(threads: int | None, argv: list[str] | None = None) -> dict[str, Any]:
+    """The environment section of report.json (the bench adds runners and peaks to it)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(argv) if argv else None,
+        "cpu_model": cpu_model(),
+        **core_counts(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "threads": thread_settings(threads),
+        "load_average_at_start": list(load) if load else None,
+    }
+
+
+# --- the artifacts -------------------------------------------------------------------------
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (each relative name then its bytes, in
+    sorted order): the convention partialnet-export writes into manifest.json."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(directory: Path) -> dict[str, Any]:
+    """manifest.json of an export directory, once every file it lists exists with its sha256."""
+    if not directory.is_dir():
+        raise UsageError(f"artifacts directory not found: {directory}")
+    path = directory / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except OSError:
+        raise UsageError(
+            f"no manifest.json in {directory}: pass a partialnet-export output directory"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest.get("artifacts"), list):
+        raise UsageError(f"{path} has no 'artifacts' list")
+    bad = []
+    for entry in manifest["artifacts"]:
+        file = directory / entry["path"]
+        if not file.exists():
+            bad.append(f"{entry['path']} (missing)")
+        elif entry.get("sha256") != sha256_path(file):
+            bad.append(f"{entry['path']} (sha256 differs)")
+    if bad:
+        raise UsageError(f"manifest does not match its files: {', '.join(bad)}")
+    return manifest
+
+
+# --- each runtime's own peak on a large fp32 GEMM ------------------------------------------
+
+
+def _best_gflops(run: Callable[[], object], n: int, repeats: int) -> float:
+    """2*n^3 FLOPs over the fastest of ``repeats`` timed calls, after one untimed call."""
+    run()
+    best = min(_timed(run) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(run: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def _matmul_onnx(path: Path, n: int) -> None:
+    from onnx import TensorProto, helper, save
+
+    def tensor(name: str) -> Any:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n])
+
+    node = helper.make_node("MatMul", ["A", "B"], ["Y"])
+    graph = helper.make_graph([node], "peak_gemm", [tensor("A"), tensor("B")], [tensor("Y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # old enough for every runtime we load it into
+    save(model, str(path))
+
+
+class PeakGemm:
+    """GFLOP/s each runtime reaches on an ``size``x``size`` fp32 matmul with the bench's
+    thread count; measured at most once per runtime per run.
+
+    torch: ``torch.matmul``; onnxruntime: a one-node MatMul ONNX on the CPU provider with
+    spinning off (as the runner); openvino: the same ONNX compiled for CPU. Runtimes without
+    a reference (tensorrt, coreml) or whose SDK is missing get None, with the reason in
+    ``errors``.
+    """
+
+    def __init__(self, threads: int | None, size: int = 2048, repeats: int = 5) -> None:
+        self.threads = threads
+        self.size = size
+        self.repeats = repeats
+        self.values: dict[str, float | None] = {}
+        self.errors: dict[str, str] = {}
+
+    def get(self, runtime: str) -> float | None:
+        if self.size <= 0:
+            return None
+        if runtime not in self.values:
+            try:
+                self.values[runtime] = self._measure(runtime)
+            except Exception as exc:  # recorded in the report, never fatal
+                self.values[runtime] = None
+                self.errors[runtime] = f"{type(exc).__name__}: {exc}"
+        return self.values[runtime]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gemm_size": self.size,
+            "threads": self.threads,
+            "gflops_per_s": self.values,
+            "errors": self.errors,
+        }
+
+    def _measure(self, runtime: str) -> float:
+        n = self.size
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        if runtime == "torch":
+            return self._torch(a, b)
+        if runtime not in ("onnxruntime", "openvino"):
+            raise NotImplementedError(f"no GEMM peak reference for {runtime}")
+        with tempfile.TemporaryDirectory(prefix="partialnet-peak-") as tmp:
+            path = Path(tmp) / "matmul.onnx"
+            _matmul_onnx(path, n)
+            if runtime == "onnxruntime":
+                return self._onnxruntime(path, a, b)
+            return self._openvino(path, a, b)
+
+    def _torch(self, a: np.ndarray, b: np.ndarray) -> float:
+        import torch
+
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            with torch.inference_mode():
+                return _best_gflops(lambda: torch.matmul(ta, tb), self.size, self.repeats)
+        finally:
+            torch.set_num_threads(before)
+
+    def _onnxruntime(self, path: Path, a: np.ndarray, b: np.ndarray) -> float:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads or 0
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return _best_gflops(lambda: sess.run(None, {"A": a, "B": b}), self.size, self.repeats)
+
+    def _openvino(self, path: Path, a: np.ndarray, b: np.ndarray) -> float:
+        import openvino as ov
+
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}  # as the runner forces
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        request = compiled.create_infer_request()
+        return _best_gflops(lambda: request.infer([a, b]), self.size, self.repeats)
