@@ -65,7 +65,7 @@ def trace_to_onnx(
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
             verbose=False,
-            optimize=False,  # onnxsim does the same folding, faster
+            optimize=True,  # also turns SplitToSequence into Split (TensorRT rejects the former)
         )
     return program.model_proto
 
