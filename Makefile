@@ -1,0 +1,28 @@
+# The README's front door. `make export` and `make test` each set up a fresh machine first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VARIANT ?= t1
+TARGET ?= trt
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0: pip takes the CPU wheel where one lies on disk.
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+.PHONY: install export test parity lint
+install: $(VENV)/.installed
+
+export: install
+	$(VENV)/bin/partialnet-export --variant $(VARIANT) --target $(TARGET)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+parity: install
+	$(VENV)/bin/partialnet-bench parity --output parity-results
