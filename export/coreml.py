@@ -12,6 +12,7 @@ with a fixed per-channel multiply by ``1 / std[c]``, which completes the normali
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import platform
 import shutil
@@ -165,6 +166,9 @@ def output_names(model: InferencePartialNet, options: CoreMLOptions) -> list[str
 
 
 def _import_coremltools() -> Any:
+    # Off macOS coremltools logs a warning per native proxy it cannot load, and warns that
+    # this torch is newer than it was tested with; neither is actionable for an export.
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
         import coremltools as ct
     except ImportError:
@@ -293,11 +297,6 @@ def _convert(
             predicted_probabilities_output=PROBABILITIES_OUTPUT,
         )
     precision = ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32
-    # coremltools turns `reduce_sum * c` into reduce_mean when c is within 1e-6 (absolute) of
-    # 1/N; the channel gate's unbiased std uses c = 1/(N-1), which at N = 56*56 passes that
-    # test, so the fusion would silently compute the biased std. Keep the sum as written.
-    pipeline = ct.PassPipeline.DEFAULT
-    pipeline.remove_passes(["common::fuse_reduce_mean"])
     try:
         return ct.convert(
             program,
@@ -308,7 +307,6 @@ def _convert(
             classifier_config=classifier,
             minimum_deployment_target=target,
             compute_precision=precision,
-            pass_pipeline=pipeline,
             # Loading compiles the model (macOS only); parity loads the saved package instead.
             skip_model_load=True,
         )

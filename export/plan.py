@@ -6,6 +6,10 @@ ONNX itself was not asked for). CoreML is converted from the inference-form torc
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,30 +62,33 @@ class BuiltArtifact:
 
 
 def check_sdks(options: ExportOptions) -> None:
-    """Fail before any work when an SDK a target needs is missing (names the extra)."""
+    """Fail before any work when an SDK a target needs is missing (names the extra).
+
+    Looks the packages up without importing them (coremltools is noisy to import).
+    """
     from partialnet.errors import missing_dependency
 
-    needs_onnx = {Target.ONNX, Target.OPENVINO, Target.TRT} & set(options.targets)
-    if needs_onnx:
-        for module in ("onnx", "onnxscript"):
-            try:
-                __import__(module)
-            except ImportError:
-                raise missing_dependency(module, "onnx", "ONNX export") from None
+    needed: list[tuple[str, str, str]] = []
+    if {Target.ONNX, Target.OPENVINO, Target.TRT} & set(options.targets):
+        needed += [("onnx", "onnx", "ONNX export"), ("onnxscript", "onnx", "ONNX export")]
     if Target.OPENVINO in options.targets:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            raise missing_dependency("openvino", "openvino", "OpenVINO export") from None
+        needed.append(("openvino", "openvino", "OpenVINO export"))
+    if Target.COREML in options.targets:
+        needed.append(("coremltools", "coreml", "CoreML export"))
+    for module, extra, purpose in needed:
+        if (module in sys.modules and sys.modules[module] is None) or not _findable(module):
+            raise missing_dependency(module, extra, purpose)
     if Target.TRT in options.targets:
         from partialnet.export.tensorrt import import_tensorrt
 
         import_tensorrt()
-    if Target.COREML in options.targets:
-        try:
-            import coremltools  # noqa: F401
-        except ImportError:
-            raise missing_dependency("coremltools", "coreml", "CoreML export") from None
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _onnx(ctx: TargetContext) -> BuiltArtifact:
@@ -136,7 +143,9 @@ def _coreml(ctx: TargetContext) -> BuiltArtifact:
         batch=ctx.options.batch,
     )
     path = ctx.final_path(Target.COREML)
-    facts = export_coreml(ctx.inference, path, options, progress=None)
+    # coremltools draws tqdm bars on stderr for every pass; the CLI has its own progress.
+    with contextlib.redirect_stderr(io.StringIO()):
+        facts = export_coreml(ctx.inference, path, options, progress=None)
     reason = coreml_unverified_reason()
     if reason is None and (options.image_input or labels):
         reason = "parity runs on the plain tensor-input CoreML model only"

@@ -61,14 +61,16 @@ class ChannelGate(nn.Module):
         self.fc = nn.Linear(weight.shape[1], weight.shape[0])
         self.fc.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.fc.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
-        # Unbiased std divides by N - 1; the spatial size is fixed, so this is a constant.
-        self.inv_dof = 1.0 / (num_pixels - 1)
+        # Unbiased std: mean of squares times N / (N - 1), a constant for the fixed size.
+        # (A mean, not a sum: the intermediate stays at variance scale, so it cannot
+        # overflow where a runtime computes it in fp16, e.g. CoreML's fp16 programs.)
+        self.bessel = num_pixels / (num_pixels - 1)
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.flatten(2).float()
         mean = flat.mean(dim=-1, keepdim=True)
         centered = flat - mean
-        std = torch.sqrt((centered * centered).sum(dim=-1) * self.inv_dof)
+        std = torch.sqrt((centered * centered).mean(dim=-1) * self.bessel)
         gate = F.hardsigmoid(self.fc(torch.cat([mean.squeeze(-1), std], dim=1)))
         return gate.to(x.dtype).unsqueeze(-1).unsqueeze(-1)
 

@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = {"partialnet": "partialnet", "export": "partialnet/export",
-               "runtimes": "partialnet/runtimes", "bench": "partialnet/bench"}
+SOURCE_DIRS = {
+    "partialnet": "partialnet",
+    "export": "partialnet/export",
+    "runtimes": "partialnet/runtimes",
+    "bench": "partialnet/bench",
+}
 
 
 def _expected_modules() -> set[str]:
@@ -30,8 +34,19 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     # --no-isolation: build with the setuptools already installed (no network needed).
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (built,) = out.glob("partialnet_export-*.whl")
     return built
@@ -55,20 +70,29 @@ def test_wheel_imports_outside_checkout(wheel: Path, tmp_path: Path) -> None:
     python = env_dir / "bin" / "python"
     target = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", target,
-         str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            "--target",
+            target,
+            str(wheel),
+        ],
         check=True,
     )
     # Dependencies (torch, SDKs) come from this environment's site-packages, appended after
     # the fresh venv's own, so the wheel's copy of partialnet wins over the editable one.
     deps = [p for p in site.getsitepackages() if "site-packages" in p]
     Path(target, "deps.pth").write_text("\n".join(deps) + "\n")
-    modules = sorted(
-        m.removesuffix(".py").replace("/", ".") for m in _expected_modules()
-    )
+    modules = sorted(m.removesuffix(".py").replace("/", ".") for m in _expected_modules())
     code = (
         "import importlib, partialnet\n"
         f"for m in {modules!r}:\n"
@@ -76,7 +100,8 @@ def test_wheel_imports_outside_checkout(wheel: Path, tmp_path: Path) -> None:
         "print(partialnet.__file__)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([str(python), "-c", code], cwd=tmp_path, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(python), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().startswith(target), result.stdout

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.tensorrt import (
     FLAVOUR_RTX,
     TensorRTBuildConfig,
@@ -22,8 +24,6 @@ from partialnet.export.tensorrt import (
     write_atomically,
 )
 from partialnet.runtimes.base import RuntimeUnavailableError
-
-from partialnet.errors import MissingDependencyError, UsageError
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -293,6 +293,7 @@ def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch) -> None:
 @needs_trt
 def test_runner_refuses_without_gpu(models, tmp_path) -> None:
     import torch
+
     from partialnet.runtimes.tensorrt import TensorRTRunner, tensorrt_unavailable_reason
 
     if torch.cuda.is_available():

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
+from partialnet.errors import InputShapeError, UsageError
 from partialnet.runtimes import (
     Runner,
     RunnerInfo,
@@ -24,9 +27,6 @@ from partialnet.runtimes import (
     open_runner,
 )
 from partialnet.runtimes.base import UNBOUNDED_BATCH
-from torch import nn
-
-from partialnet.errors import InputShapeError, UsageError
 
 SIDE = 16
 STATIC_BATCH = 2
