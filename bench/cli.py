@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from partialnet.bench.compare import compare_reports, format_comparison
-from partialnet.bench.environment import PeakGemm, collect_environment, load_manifest
+from partialnet.bench.environment import PeakGemm, collect_environment
 from partialnet.bench.measure import PeakMemory, ProgressLine, current_rss_mb, measure_runner
 from partialnet.bench.plots import plot_latency, plot_throughput
 from partialnet.bench.report import load_json, measured_cell, skipped_cell, write_report
 from partialnet.errors import MissingDependencyError, UsageError
+from partialnet.export.manifest import read_verified_manifest
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
@@ -180,7 +181,7 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
     export(
         run.model, targets=[target], output_dir=out, imgsz=hw, dynamic_batch=dynamic, verify=False
     )
-    for e in load_manifest(out)["artifacts"]:
+    for e in read_verified_manifest(out)["artifacts"]:
         if e["target"] == target:
             return out / e["path"], {"artifact": e["path"], "artifact_precision": e["precision"]}
     raise _Skip(f"partialnet.export.export wrote no {target} artifact")
@@ -230,7 +231,7 @@ def _latency(argv: list[str]) -> int:
     other = load_json(args.compare) if args.compare else None
     import partialnet
 
-    manifest = load_manifest(args.artifacts) if args.artifacts else None
+    manifest = read_verified_manifest(args.artifacts) if args.artifacts else None
     variant = str(manifest.get("variant")) if manifest else args.variant
     try:
         model = partialnet.create_model(variant).eval()

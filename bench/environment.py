@@ -4,8 +4,6 @@ artifacts (checked against their manifest), and each runtime's own peak on a lar
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import os
 import platform
 import shlex
@@ -17,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from partialnet.errors import UsageError
 
 # Import name -> distribution name; read from metadata so no SDK is imported to learn it.
 PACKAGES = {
@@ -102,46 +98,9 @@ def collect_environment(threads: int | None, argv: list[str] | None = None) -> d
 # --- the artifacts -------------------------------------------------------------------------
 
 
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (each relative name then its bytes, in
-    sorted order): the convention partialnet-export writes into manifest.json."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def load_manifest(directory: Path) -> dict[str, Any]:
-    """manifest.json of an export directory, once every file it lists exists with its sha256."""
-    if not directory.is_dir():
-        raise UsageError(f"artifacts directory not found: {directory}")
-    path = directory / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except OSError:
-        raise UsageError(
-            f"no manifest.json in {directory}: pass a partialnet-export output directory"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest.get("artifacts"), list):
-        raise UsageError(f"{path} has no 'artifacts' list")
-    bad = []
-    for entry in manifest["artifacts"]:
-        file = directory / entry["path"]
-        if not file.exists():
-            bad.append(f"{entry['path']} (missing)")
-        elif entry.get("sha256") != sha256_path(file):
-            bad.append(f"{entry['path']} (sha256 differs)")
-    if bad:
-        raise UsageError(f"manifest does not match its files: {', '.join(bad)}")
-    return manifest
-
+# The manifest's checks live with the exporter that writes it.
+from partialnet.export.files import sha256_path  # noqa: E402,F401
+from partialnet.export.manifest import read_verified_manifest as load_manifest  # noqa: E402,F401
 
 # --- each runtime's own peak on a large fp32 GEMM ------------------------------------------
 

@@ -81,3 +81,34 @@ def load_manifest(directory: Path) -> Manifest | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def read_verified_manifest(directory: Path) -> dict[str, Any]:
+    """manifest.json of an export directory as a dict, once every file it lists exists with
+    its recorded sha256; otherwise a one-line UsageError saying what does not match."""
+    from partialnet.errors import UsageError
+    from partialnet.export.files import sha256_path
+
+    if not directory.is_dir():
+        raise UsageError(f"artifacts directory not found: {directory}")
+    path = directory / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+    except OSError:
+        raise UsageError(
+            f"no {MANIFEST_NAME} in {directory}: pass a partialnet-export output directory"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest.get("artifacts"), list):
+        raise UsageError(f"{path} has no 'artifacts' list")
+    bad = []
+    for entry in manifest["artifacts"]:
+        file = directory / entry["path"]
+        if not file.exists():
+            bad.append(f"{entry['path']} (missing)")
+        elif entry.get("sha256") != sha256_path(file):
+            bad.append(f"{entry['path']} (sha256 differs)")
+    if bad:
+        raise UsageError(f"manifest does not match its files: {', '.join(bad)}")
+    return manifest

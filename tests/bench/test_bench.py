@@ -18,7 +18,7 @@ import pytest
 
 from partialnet.bench import cli
 from partialnet.bench.compare import compare_reports, format_comparison
-from partialnet.bench.environment import PeakGemm, collect_environment, sha256_path
+from partialnet.bench.environment import PeakGemm, collect_environment
 from partialnet.bench.measure import (
     LatencyStats,
     Measurement,
@@ -38,6 +38,7 @@ from partialnet.bench.report import (
     validate,
     write_report,
 )
+from partialnet.export.files import sha256_path
 from partialnet.runtimes.base import Runner, RunnerInfo, Runtime
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,43 @@
+"""The baseline the inference form is measured against: the eager model exported directly.
+
+``torch.onnx.export`` (its default dynamo exporter, default optimizations) of the eager
+PartialNet, no re-parameterization and no simplification: what a user gets without this
+toolchain, given an eager model that exports at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def export_eager_onnx(
+    model: nn.Module, path: Path, input_size: tuple[int, int], batch: int = 1, opset: int = 18
+) -> Path:
+    sample = torch.zeros(batch, model.cfg.in_chans, *input_size)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model.eval(),
+            (sample,),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+def node_count(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)

@@ -1,0 +1,98 @@
+"""Export performance: wall time and peak memory of ``partialnet-export --target all``, and
+the ONNX node count of the inference form against the eager model exported directly.
+
+    python -m partialnet.bench.export_perf --variants t1,l
+
+Each export runs in its own process; its peak RSS is sampled from outside.
+Figures are printed; nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import partialnet
+from partialnet.bench.baseline import export_eager_onnx, node_count
+
+# Goals from the export issue, printed beside the measurements.
+GOALS = {"t1": (60.0, 4096.0), "l": (300.0, None)}
+
+
+def time_export(variant: str, out_dir: Path) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MiB, exit code) of one ``--target all`` export process.
+
+    The process tree's RSS is sampled every 20 ms (the exporter's children included).
+    """
+    import psutil
+
+    command = [
+        sys.executable,
+        "-m",
+        "partialnet.export.cli",
+        "--variant",
+        variant,
+        "--target",
+        "all",
+        "--output",
+        str(out_dir),
+    ]
+    log = out_dir.with_suffix(".log")
+    peak = 0
+    started = time.perf_counter()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        watched = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                tree = [watched, *watched.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+            time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        print(log.read_text()[-2000:], file=sys.stderr)
+    return seconds, peak / 2**20, proc.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.export_perf")
+    parser.add_argument("--variants", default="t1,l")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    print(
+        f"{'variant':8} {'all targets (s)':>16} {'peak RSS (MiB)':>15} {'goal':>18} "
+        f"{'ONNX nodes: eager':>18} {'inference':>10}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in variants:
+            seconds, peak_mb, code = time_export(variant, Path(tmp) / variant)
+            torch.manual_seed(0)
+            model = partialnet.create_model(variant).eval()
+            size = model.cfg.meta.input_size
+            eager_nodes = node_count(
+                export_eager_onnx(model, Path(tmp) / f"{variant}-eager.onnx", size)
+            )
+            ours = next((Path(tmp) / variant).glob("*.onnx"), None)
+            inference_nodes = node_count(ours) if ours else -1
+            goal_s, goal_mb = GOALS.get(variant, (None, None))
+            goal = (f"<= {goal_s:.0f} s" if goal_s else "-") + (
+                f", <= {goal_mb / 1024:.0f} GB" if goal_mb else ""
+            )
+            status = "" if code == 0 else f"  (export exited {code})"
+            print(
+                f"{variant:8} {seconds:16.1f} {peak_mb:15.0f} {goal:>18} {eager_nodes:18d} "
+                f"{inference_nodes:10d}{status}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

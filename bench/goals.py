@@ -1,0 +1,134 @@
+"""The runtime performance goals, measured in one run on this machine and printed.
+
+    python -m partialnet.bench.goals [--threads 2] [--iterations 50]
+
+1. t1, batch 1: the fastest CPU runtime on the exported inference form vs eager PyTorch
+   (goal: >= 3x faster).
+2. t0 and t1, batch 1, ONNX Runtime and OpenVINO: the inference-form ONNX vs the eager model
+   exported directly with torch.onnx (goal: latency ratio <= 0.85).
+3. batch 32: achieved GFLOP/s of the best runtime vs the GEMM peak that runtime reaches in
+   the same run (goal: >= 60%).
+
+Each runner is measured alone (opened, measured, closed) and the p50 is compared. Where a
+goal is missed the line says by how much. Nothing here is a test: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import partialnet
+from partialnet.bench.baseline import export_eager_onnx
+from partialnet.bench.environment import PeakGemm
+from partialnet.bench.measure import measure
+from partialnet.export import export
+from partialnet.runtimes import open_runner
+
+CPU_RUNTIMES = ("onnxruntime", "openvino")
+
+
+def p50_ms(call: Callable[[], object], iterations: int) -> float:
+    return measure(call, warmup=5, iterations=iterations).stats.p50
+
+
+def runner_p50(runtime: str, artifact, batch: int, threads: int, iterations: int) -> float:
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    with open_runner(runtime, artifact, threads=threads) as runner:
+        result = p50_ms(lambda: runner.infer(x), iterations)
+    gc.collect()
+    return result
+
+
+def _artifacts(variant: str, tmp: Path, batch: int | None = None) -> dict[str, Path]:
+    torch.manual_seed(0)
+    model = partialnet.create_model(variant).eval()
+    out = tmp / f"{variant}-{batch or 1}"
+    kwargs = {"batch": batch} if batch else {}
+    manifest = export(model, targets="onnx,openvino", output_dir=out, verify=False, **kwargs)
+    paths = {a.target: out / a.path for a in manifest.artifacts}
+    paths["eager-onnx"] = export_eager_onnx(model, out / "eager.onnx", (224, 224), batch or 1)
+    return paths
+
+
+def goal_speedup(tmp: Path, threads: int, iterations: int) -> None:
+    torch.manual_seed(0)
+    eager = partialnet.create_model("t1").eval()
+    fast = partialnet.reparameterize(eager)
+    paths = _artifacts("t1", tmp)
+    eager_ms = runner_p50("torch", eager, 1, threads, iterations)
+    candidates = {
+        "torch (inference form)": runner_p50("torch", fast, 1, threads, iterations),
+        "onnxruntime": runner_p50("onnxruntime", paths["onnx"], 1, threads, iterations),
+        "openvino": runner_p50("openvino", paths["openvino"], 1, threads, iterations),
+    }
+    best = min(candidates, key=candidates.get)
+    speedup = eager_ms / candidates[best]
+    print(
+        f"1. t1 batch 1, {threads} threads: eager torch p50 {eager_ms:.2f} ms; "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in candidates.items())
+    )
+    verdict = "met" if speedup >= 3 else f"MISSED by {3 / speedup:.2f}x"
+    print(f"   fastest: {best}, {speedup:.2f}x faster than eager (goal >= 3x: {verdict})")
+
+
+def goal_vs_direct_export(tmp: Path, threads: int, iterations: int) -> None:
+    for variant in ("t0", "t1"):
+        paths = _artifacts(variant, tmp)
+        for runtime in CPU_RUNTIMES:
+            ours = runner_p50(
+                runtime,
+                paths["onnx" if runtime == "onnxruntime" else "openvino"],
+                1,
+                threads,
+                iterations,
+            )
+            direct = runner_p50(runtime, paths["eager-onnx"], 1, threads, iterations)
+            ratio = ours / direct
+            verdict = "met" if ratio <= 0.85 else f"MISSED by {ratio - 0.85:.2f}"
+            print(
+                f"2. {variant} {runtime:11} inference form {ours:.2f} ms vs eager direct "
+                f"{direct:.2f} ms: ratio {ratio:.2f} (goal <= 0.85: {verdict})"
+            )
+
+
+def goal_gemm_fraction(tmp: Path, threads: int, iterations: int) -> None:
+    paths = _artifacts("t1", tmp, batch=32)
+    flops = 2 * partialnet.complexity(partialnet.create_model("t1")).macs * 32
+    peaks = PeakGemm(threads)
+    best = (0.0, "")
+    for runtime in CPU_RUNTIMES:
+        artifact = paths["onnx" if runtime == "onnxruntime" else "openvino"]
+        ms = runner_p50(runtime, artifact, 32, threads, max(5, iterations // 5))
+        achieved = flops / (ms / 1e3) / 1e9
+        peak = peaks.get(runtime)
+        fraction = achieved / peak
+        print(
+            f"3. t1 batch 32 {runtime:11} {achieved:.1f} GFLOP/s of a {peak:.1f} GFLOP/s "
+            f"GEMM peak: {fraction:.0%}"
+        )
+        best = max(best, (fraction, runtime))
+    verdict = "met" if best[0] >= 0.6 else f"MISSED by {0.6 - best[0]:.0%} points"
+    print(f"   best: {best[1]} at {best[0]:.0%} (goal >= 60%: {verdict})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.goals")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=50)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        goal_speedup(Path(tmp), args.threads, args.iterations)
+        goal_vs_direct_export(Path(tmp), args.threads, args.iterations)
+        goal_gemm_fraction(Path(tmp), args.threads, args.iterations)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
