@@ -12,6 +12,7 @@ parameters and cast at their edges, so the casts in an fp16 ONNX are placed deli
 from __future__ import annotations
 
 import copy
+import math
 from typing import Literal
 
 import torch
@@ -53,26 +54,41 @@ class PartialConvMixer(nn.Module):
 class ChannelGate(nn.Module):
     """hardsigmoid(W @ [mean; std] + b) per channel: the channel attention with its BN folded.
 
-    An fp32 island: statistics over H*W in float16 lose too much (std of a large map).
+    Kept 4-D throughout (a 1x1 conv on the stacked (B, 2C, 1, 1) statistics), so the graph
+    has no flatten/squeeze/unsqueeze around it. The unbiased std's Bessel factor
+    sqrt(N / (N - 1)) is a constant for the fixed map size and lives in the std columns.
+
+    An fp32 island: statistics over H*W in float16 lose too much.
     """
 
     def __init__(self, weight: Tensor, bias: Tensor, num_pixels: int) -> None:
         super().__init__()
-        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
-        self.fc.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        channels = weight.shape[0]
+        folded = weight.detach().clone()
+        folded[:, channels:] *= math.sqrt(num_pixels / (num_pixels - 1))
+        self.fc = nn.Conv2d(2 * channels, channels, 1)
+        self.fc.weight = nn.Parameter(
+            folded.reshape(channels, 2 * channels, 1, 1), requires_grad=False
+        )
         self.fc.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
-        # Unbiased std: mean of squares times N / (N - 1), a constant for the fixed size.
-        # (A mean, not a sum: the intermediate stays at variance scale, so it cannot
-        # overflow where a runtime computes it in fp16, e.g. CoreML's fp16 programs.)
-        self.bessel = num_pixels / (num_pixels - 1)
+        self.num_pixels = num_pixels
+
+    @torch.no_grad()
+    def resize(self, num_pixels: int) -> None:
+        """Re-bake the Bessel factor for another map size."""
+        channels = self.fc.out_channels
+        old, new = self.num_pixels, num_pixels
+        ratio = math.sqrt((new / (new - 1)) / (old / (old - 1)))
+        self.fc.weight[:, channels:] *= ratio
+        self.num_pixels = num_pixels
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.flatten(2).float()
-        mean = flat.mean(dim=-1, keepdim=True)
-        centered = flat - mean
-        std = torch.sqrt((centered * centered).mean(dim=-1) * self.bessel)
-        gate = F.hardsigmoid(self.fc(torch.cat([mean.squeeze(-1), std], dim=1)))
-        return gate.to(x.dtype).unsqueeze(-1).unsqueeze(-1)
+        xf = x.float()
+        mean = xf.mean(dim=(2, 3), keepdim=True)
+        centered = xf - mean
+        std = torch.sqrt((centered * centered).mean(dim=(2, 3), keepdim=True))
+        gate = F.hardsigmoid(self.fc(torch.cat([mean, std], dim=1)))
+        return gate.to(x.dtype)
 
 
 class ChannelAttnMixer(nn.Module):

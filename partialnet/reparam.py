@@ -197,7 +197,7 @@ def _rebake(model: InferencePartialNet, size: tuple[int, int]) -> InferenceParti
                 mod.attn_bias = _bake_bias(mod.bias_table.float(), hw).to(mod.attn_bias.dtype)
                 mod.hw = hw
             elif isinstance(mod, ChannelGate):
-                mod.bessel = hw[0] * hw[1] / (hw[0] * hw[1] - 1)
+                mod.resize(hw[0] * hw[1])
     out.input_size = size
     return out
 
