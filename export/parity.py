@@ -90,9 +90,12 @@ def run_parity(
     precision: Precision,
     images: int = PARITY_IMAGES,
 ) -> ParityResult:
-    """Run both on the same seeded batches and compare all outputs at once."""
-    refs, outs = [], []
-    for x in seeded_batches(shape, batch, images):
-        refs.append(reference(x))
-        outs.append(candidate(x))
-    return compare(np.concatenate(refs), np.concatenate(outs), precision)
+    """Run both on the same seeded batches and compare all outputs at once.
+
+    All reference batches run before any candidate batch: alternating torch's OpenMP pool
+    with another runtime's threads batch by batch makes both wait on each other's threads.
+    """
+    batches = list(seeded_batches(shape, batch, images))
+    refs = np.concatenate([reference(x) for x in batches])
+    outs = np.concatenate([candidate(x) for x in batches])
+    return compare(refs, outs, precision)
