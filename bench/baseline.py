@@ -7,23 +7,19 @@ toolchain, given an eager model that exports at all.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from partialnet.export.onnx_export import quiet_onnx_exporter
 
 
 def export_eager_onnx(
     model: nn.Module, path: Path, input_size: tuple[int, int], batch: int = 1, opset: int = 18
 ) -> Path:
     sample = torch.zeros(batch, model.cfg.in_chans, *input_size)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with quiet_onnx_exporter():
         program = torch.onnx.export(
             model.eval(),
             (sample,),

@@ -9,7 +9,7 @@ import json
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -40,6 +40,15 @@ def _import_onnx():
     return onnx
 
 
+@contextlib.contextmanager
+def quiet_onnx_exporter() -> Iterator[None]:
+    """Mute torch.onnx's progress prints, registry warnings and deprecation chatter."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def trace_to_onnx(
     model: InferencePartialNet, batch: int, dynamic_batch: tuple[int, int, int] | None, opset: int
 ):
@@ -53,9 +62,7 @@ def trace_to_onnx(
     if dynamic_batch:
         dim = torch.export.Dim("batch", min=dynamic_batch[0], max=max(dynamic_batch[2], 2))
         dynamic_shapes = ({0: dim},)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with quiet_onnx_exporter():
         program = torch.onnx.export(
             model.eval(),
             (sample,),
