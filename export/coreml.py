@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,7 +28,7 @@ from torch import Tensor, nn
 import partialnet
 from partialnet.errors import UsageError, missing_dependency
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import check_destination
+from partialnet.export.files import atomic_dir, check_destination
 from partialnet.inference import InferencePartialNet
 
 TENSOR_INPUT = "input"
@@ -396,36 +393,17 @@ def _describe(mlmodel: Any, model: InferencePartialNet, options: CoreMLOptions) 
 
 
 def _save_atomically(mlmodel: Any, path: Path) -> None:
-    """Save into a temporary directory beside ``path``, then swap it in.
-
-    An earlier package is renamed aside (into the temporary directory), the new one renamed
-    into place, and the old one deleted with the temporary directory; if the swap fails the
-    old package is renamed back.
-    """
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    """Save beside ``path`` and swap it in; an earlier package survives any failure."""
     try:
-        staged = tmp / path.name
-        try:
-            mlmodel.save(str(staged))
-        except Exception as exc:
-            raise ExportFailure(f"saving the CoreML package to {path} failed: {exc}") from exc
-        if not (staged / "Manifest.json").is_file():
-            raise ExportFailure(f"coremltools wrote no complete package for {path.name}")
-        aside = tmp / "previous"
-        had_old = path.exists()
-        try:
-            if had_old:
-                os.replace(path, aside)
+        with atomic_dir(path) as staged:
             try:
-                os.replace(staged, path)
-            except BaseException:
-                if had_old:
-                    os.replace(aside, path)
-                raise
-        except OSError as exc:
-            raise ExportFailure(f"moving the CoreML package into {path} failed: {exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                mlmodel.save(str(staged))
+            except Exception as exc:
+                raise ExportFailure(f"saving the CoreML package to {path} failed: {exc}") from exc
+            if not (staged / "Manifest.json").is_file():
+                raise ExportFailure(f"coremltools wrote no complete package for {path.name}")
+    except OSError as exc:
+        raise ExportFailure(f"moving the CoreML package into {path} failed: {exc}") from exc
 
 
 def coreml_spec_summary(path: Path) -> dict[str, Any]:

@@ -63,20 +63,29 @@ def atomic_file(final: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it takes the place of ``final`` (a directory).
+    """Yield a not-yet-existing path to write a directory artifact (an .mlpackage) to; on
+    success it takes the place of ``final``.
 
-    A previous ``final`` is moved aside first and deleted only after the new one is in place.
+    An earlier ``final`` is renamed aside and deleted only once the new one is in place; if
+    that rename fails the old one is renamed back.
     """
     check_destination(final, is_dir=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
-        yield tmp
-        old = final.with_name(f".{final.name}.old")
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        staged = tmp / final.name
+        yield staged
+        if not staged.is_dir():
+            raise OSError(f"nothing was written for {final.name}")
+        aside = tmp / "previous"
+        had_old = final.exists()
+        if had_old:
+            os.replace(final, aside)
+        try:
+            os.replace(staged, final)
+        except BaseException:
+            if had_old:
+                os.replace(aside, final)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
