@@ -9,7 +9,8 @@
 3. batch 32: achieved GFLOP/s of the best runtime vs the GEMM peak that runtime reaches in
    the same run (goal: >= 60%).
 
-Each runner is measured alone (opened, measured, closed) and the p50 is compared. Where a
+Each runner is measured alone (opened, measured, closed); compared sides alternate over three
+rounds and the best p50 of each is compared. Where a
 goal is missed the line says by how much. Nothing here is a test: the machine is shared.
 """
 
@@ -46,6 +47,22 @@ def runner_p50(runtime: str, artifact, batch: int, threads: int, iterations: int
     return result
 
 
+def best_p50(
+    candidates: dict[str, tuple[str, object]],
+    batch: int,
+    threads: int,
+    iterations: int,
+    rounds: int = 3,
+) -> dict[str, float]:
+    """Best p50 of each candidate over ``rounds`` rounds that alternate between them, so a
+    burst of load on this shared machine does not land on one side of a comparison only."""
+    best = {name: float("inf") for name in candidates}
+    for _ in range(rounds):
+        for name, (runtime, artifact) in candidates.items():
+            best[name] = min(best[name], runner_p50(runtime, artifact, batch, threads, iterations))
+    return best
+
+
 def _artifacts(variant: str, tmp: Path, batch: int | None = None) -> dict[str, Path]:
     torch.manual_seed(0)
     model = partialnet.create_model(variant).eval()
@@ -62,12 +79,19 @@ def goal_speedup(tmp: Path, threads: int, iterations: int) -> None:
     eager = partialnet.create_model("t1").eval()
     fast = partialnet.reparameterize(eager)
     paths = _artifacts("t1", tmp)
-    eager_ms = runner_p50("torch", eager, 1, threads, iterations)
-    candidates = {
-        "torch (inference form)": runner_p50("torch", fast, 1, threads, iterations),
-        "onnxruntime": runner_p50("onnxruntime", paths["onnx"], 1, threads, iterations),
-        "openvino": runner_p50("openvino", paths["openvino"], 1, threads, iterations),
-    }
+    timings = best_p50(
+        {
+            "eager torch": ("torch", eager),
+            "torch (inference form)": ("torch", fast),
+            "onnxruntime": ("onnxruntime", paths["onnx"]),
+            "openvino": ("openvino", paths["openvino"]),
+        },
+        1,
+        threads,
+        iterations,
+    )
+    eager_ms = timings.pop("eager torch")
+    candidates = timings
     best = min(candidates, key=candidates.get)
     speedup = eager_ms / candidates[best]
     print(
@@ -82,14 +106,14 @@ def goal_vs_direct_export(tmp: Path, threads: int, iterations: int) -> None:
     for variant in ("t0", "t1"):
         paths = _artifacts(variant, tmp)
         for runtime in CPU_RUNTIMES:
-            ours = runner_p50(
-                runtime,
-                paths["onnx" if runtime == "onnxruntime" else "openvino"],
+            ours_path = paths["onnx" if runtime == "onnxruntime" else "openvino"]
+            timings = best_p50(
+                {"ours": (runtime, ours_path), "direct": (runtime, paths["eager-onnx"])},
                 1,
                 threads,
                 iterations,
             )
-            direct = runner_p50(runtime, paths["eager-onnx"], 1, threads, iterations)
+            ours, direct = timings["ours"], timings["direct"]
             ratio = ours / direct
             verdict = "met" if ratio <= 0.85 else f"MISSED by {ratio - 0.85:.2f}"
             print(
