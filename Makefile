@@ -24,5 +24,7 @@ lint: install
 test: lint
 	$(PY) -m pytest
 
+# Every variant x {onnxruntime, openvino, torch} x {fp32, fp16}. 32 images per cell keeps
+# CI inside its budget (torch's fp16 CPU kernels are slow); the export gate itself uses 64.
 parity: install
-	$(VENV)/bin/partialnet-bench parity --output parity-results
+	$(VENV)/bin/partialnet-bench parity --images 32 --output parity-results
