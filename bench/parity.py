@@ -143,22 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
     variants = tuple(partialnet.list_variants())
     p = _Parser(prog=PROG, description="Parity of every runtime against the eager fp32 model.")
     add = p.add_argument
-    add("--variants", type=_choices("variant", variants), help="default: all six")
+    add(
+        "--variants",
+        type=_choices("variant", variants),
+        help=f"of {','.join(variants)} (default: all)",
+    )
     add(
         "--runtimes",
         type=_choices("runtime", RUNTIMES),
-        help="default: " + ",".join(DEFAULT_RUNTIMES),
+        help=f"of {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)})",
     )
-    add("--precisions", type=_choices("precision", PRECISIONS), help="default: fp32,fp16")
+    add(
+        "--precisions",
+        type=_choices("precision", PRECISIONS),
+        help="of fp32,fp16 (default: both; with --artifacts, those its manifests list)",
+    )
     add(
         "--images",
         type=_positive,
         default=gate.PARITY_IMAGES,
-        help="per cell (default %(default)s, as the export gate)",
+        help="seeded images per cell (default %(default)s, as the export gate)",
     )
     add("--batch", type=_positive, default=8, help="batch size (default %(default)s)")
     add("--threads", type=_positive, help="threads per runtime (default: each runtime's own)")
-    add("--output", type=Path, default=Path("parity-results"), help="default: %(default)s")
+    add("--output", type=Path, default=Path("parity-results"), help="default: %(default)s/")
     add(
         "--checkpoint",
         type=Path,
