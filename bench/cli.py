@@ -24,18 +24,13 @@ from partialnet.bench.plots import plot_latency, plot_throughput
 from partialnet.bench.report import load_json, measured_cell, skipped_cell, write_report
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.manifest import read_verified_manifest
+from partialnet.export.options import TARGET_RUNTIME
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
 SUBCOMMANDS = {"parity": "partialnet.bench.parity"}
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
 RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
-TARGET_RUNTIME = {
-    "onnx": "onnxruntime",
-    "openvino": "openvino",
-    "trt": "tensorrt",
-    "coreml": "coreml",
-}
 RUNTIME_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
 
 

@@ -95,13 +95,6 @@ def collect_environment(threads: int | None, argv: list[str] | None = None) -> d
     }
 
 
-# --- the artifacts -------------------------------------------------------------------------
-
-
-# The manifest's checks live with the exporter that writes it.
-from partialnet.export.files import sha256_path  # noqa: E402,F401
-from partialnet.export.manifest import read_verified_manifest as load_manifest  # noqa: E402,F401
-
 # --- each runtime's own peak on a large fp32 GEMM ------------------------------------------
 
 

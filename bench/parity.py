@@ -43,11 +43,12 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.bench.environment import collect_environment, sha256_path
+from partialnet.bench.environment import collect_environment
 from partialnet.bench.report import _environment_lines
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export import parity as gate
-from partialnet.export.options import Precision
+from partialnet.export.files import sha256_path
+from partialnet.export.options import TARGET_RUNTIME, Precision
 from partialnet.runtimes import RuntimeUnavailableError, available_runtimes, open_runner
 from partialnet.runtimes.base import Runtime
 
@@ -55,13 +56,7 @@ PROG = "partialnet-bench parity"
 RUNTIMES = tuple(r.value for r in Runtime)
 DEFAULT_RUNTIMES = ("onnxruntime", "openvino", "torch")
 PRECISIONS = tuple(p.value for p in Precision)
-EXPORT_TARGET = {
-    "onnxruntime": "onnx",
-    "openvino": "openvino",
-    "tensorrt": "trt",
-    "coreml": "coreml",
-}
-TARGET_RUNTIME = {target: runtime for runtime, target in EXPORT_TARGET.items()}
+EXPORT_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
 STALE_NOTE = "sha256 differs from manifest.json (the file changed after export)"
 MAX_REASON = 400
 

@@ -33,6 +33,15 @@ ARTIFACT_SUFFIX = {
 }
 
 
+# The runtime that runs each target's artifact (names as the CLIs spell them).
+TARGET_RUNTIME: dict[str, str] = {
+    Target.ONNX.value: "onnxruntime",
+    Target.OPENVINO.value: "openvino",
+    Target.TRT.value: "tensorrt",
+    Target.COREML.value: "coreml",
+}
+
+
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]:
     """'onnx,trt' or 'all' (or a list of names) -> targets in export order."""
     items = text.split(",") if isinstance(text, str) else list(text)
