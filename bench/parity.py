@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import multiprocessing
 import os
 import sys
@@ -44,7 +43,14 @@ import torch
 
 import partialnet
 from partialnet.bench.environment import collect_environment
-from partialnet.bench.report import _environment_lines
+from partialnet.bench.parity_report import (
+    Cell,
+    cell_text,
+    format_matrix,
+    summary,
+    tolerances,
+    write_outputs,
+)
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export import parity as gate
 from partialnet.export.files import sha256_path
@@ -64,25 +70,6 @@ MAX_REASON = 400
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
         raise UsageError(message)
-
-
-@dataclass
-class Cell:
-    variant: str
-    runtime: str
-    precision: str
-    status: str  # pass | fail | unavailable | error
-    max_abs: float | None = None
-    max_rel: float | None = None
-    cosine: float | None = None
-    top1_agreement: float | None = None
-    images: int | None = None
-    reason: str | None = None
-    top1_agreement_within_ties: float | None = None
-    seconds: float | None = None
-    cpu_seconds: float | None = None  # this process's CPU time (all threads) in the cell
-    runner_precision: str | None = None
-    artifact: str | None = None
 
 
 @dataclass(frozen=True)
@@ -535,7 +522,7 @@ class _Progress:
         self.done += 1
         where = f"[{self.done}/{self.total}] {cell.variant} {cell.precision} {cell.runtime}"
         reason = f": {cell.reason}" if cell.reason else ""
-        self.say(f"{where}: {_cell_text(cell)} ({cell.seconds or 0:.1f} s){reason}")
+        self.say(f"{where}: {cell_text(cell)} ({cell.seconds or 0:.1f} s){reason}")
 
 
 def _run_source(
@@ -629,140 +616,6 @@ def _artifacts(
     return found
 
 
-# --- output --------------------------------------------------------------------------------
-
-
-def tolerances() -> dict[str, Any]:
-    return {
-        "reference": "the eager (training-form) model in fp32, on the same images",
-        "inputs": "the export gate's seeded standard-normal NCHW images "
-        f"(numpy default_rng({gate.PARITY_SEED}))",
-        "fp32": {
-            "max_rel": gate.FP32_MAX_REL,
-            "min_cosine": gate.FP32_MIN_COSINE,
-            "rule": "max|diff| <= max_rel x max|ref| and cosine >= min_cosine",
-        },
-        "fp16": {
-            "min_cosine": gate.FP16_MIN_COSINE,
-            "min_top1_agreement": gate.FP16_MIN_TOP1,
-            "tie_rel": gate.FP16_TIE_REL,
-            "rule": "cosine >= min_cosine and top-1 agreement >= min_top1_agreement, where a "
-            "class within tie_rel x the image's max |ref logit| of the reference's best "
-            "counts as agreeing (top1_agreement_within_ties; the strict figure is "
-            "top1_agreement)",
-        },
-    }
-
-
-def _cell_text(cell: Cell) -> str:
-    if cell.status in ("pass", "fail"):
-        cos = "-" if cell.cosine is None else f"{cell.cosine:.7f}"
-        rel = "-" if cell.max_rel is None else f"{cell.max_rel:.2g}"
-        top1 = f"top-1 {cell.top1_agreement:.1%}"
-        ties = cell.top1_agreement_within_ties
-        if cell.precision == Precision.FP16.value and ties != cell.top1_agreement:
-            top1 += f" ({ties:.1%} within ties)"
-        return f"{cell.status.upper()} cos {cos} rel {rel} {top1}"
-    return "n/a" if cell.status == "unavailable" else "ERROR"
-
-
-def _matrix(cells: list[Cell], runtimes: list[str]) -> tuple[list[list[str]], list[str]]:
-    """Rows of [variant/precision, one text per runtime]; reasons as numbered footnotes."""
-    notes: list[str] = []
-    rows: dict[str, list[str]] = {}
-    for cell in cells:
-        row = rows.setdefault(f"{cell.variant}/{cell.precision}", [""] * len(runtimes))
-        text = _cell_text(cell)
-        if cell.reason:
-            notes += [] if cell.reason in notes else [cell.reason]
-            text += f" [{notes.index(cell.reason) + 1}]"
-        row[runtimes.index(cell.runtime)] = text
-    return [[name, *row] for name, row in rows.items()], [
-        f"[{i}] {n}" for i, n in enumerate(notes, 1)
-    ]
-
-
-def format_matrix(cells: list[Cell], runtimes: list[str]) -> str:
-    rows, notes = _matrix(cells, runtimes)
-    table = [["variant/precision", *runtimes], *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    return "\n".join([*lines, *(["", *notes] if notes else [])])
-
-
-def _summary(cells: list[Cell]) -> str:
-    counts = {
-        s: sum(c.status == s for c in cells) for s in ("pass", "fail", "error", "unavailable")
-    }
-    return ", ".join(f"{n} {s}" for s, n in counts.items())
-
-
-def _time_lines(timing: dict[str, Any]) -> list[str]:
-    """Wall seconds per variant; the exports ran in the background worker (their own CPU)."""
-    lines = [
-        "| variant | total s | CPU s | reference s | cells s | slowest cell | "
-        "export s (background) | waited for export s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-
-    def per(values: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {v:.1f}" for k, v in values.items() if v is not None) or "-"
-
-    for variant, t in timing["variants"].items():
-        cells = {k: v for k, v in t["cell_seconds"].items() if v}
-        slowest = max(cells, key=cells.__getitem__, default=None)
-        lines.append(
-            f"| {variant} | {t['total_seconds']:.1f} | {t['cpu_seconds']:.1f} | "
-            f"{t['reference_seconds']:.1f} | {sum(cells.values()):.1f} | "
-            f"{f'{slowest} {cells[slowest]:.1f}' if slowest else '-'} | "
-            f"{per(t['export_seconds'])} | {per(t['export_wait_seconds'])} |"
-        )
-    total = f"| all | {timing['total_seconds']:.1f} | {timing['cpu_seconds']:.1f} |"
-    return [*lines, total + " |" * 5]
-
-
-def to_markdown(report: dict[str, Any], runtimes: list[str]) -> str:
-    cells = [Cell(**c) for c in report["cells"]]
-    rows, notes = _matrix(cells, runtimes)
-    tol = report["tolerances"]
-    fp32, fp16 = tol["fp32"], tol["fp16"]
-    return "\n".join(
-        [
-            "# PartialNet parity matrix",
-            "",
-            f"Every runtime against {tol['reference']}; inputs: {tol['inputs']}.",
-            "",
-            f"{_summary(cells)}.",
-            "",
-            f"- fp32: {fp32['rule']} (max_rel {fp32['max_rel']:g}, "
-            f"min_cosine {fp32['min_cosine']})",
-            f"- fp16: {fp16['rule']} (min_cosine {fp16['min_cosine']}, "
-            f"min_top1_agreement {fp16['min_top1_agreement']:.0%}, tie_rel {fp16['tie_rel']:.3g})",
-            "",
-            "| variant/precision | " + " | ".join(runtimes) + " |",
-            "| --- |" + " --- |" * len(runtimes),
-            *("| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in rows),
-            "",
-            *(f"{n}  " for n in notes),
-            "",
-            "## Time",
-            "",
-            *_time_lines(report["timing"]),
-            "",
-            "## Environment",
-            "",
-            *_environment_lines(report["environment"]),
-            "",
-        ]
-    )
-
-
-def write_outputs(report: dict[str, Any], runtimes: list[str], directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "parity.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (directory / "parity.md").write_text(to_markdown(report, runtimes))
-
-
 # --- the command ---------------------------------------------------------------------------
 
 
@@ -828,7 +681,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     write_outputs(report, runtimes, args.output)
     print(format_matrix(cells, runtimes))
     print(
-        f"\n{_summary(cells)} in {timing['total_seconds']:.1f} s; "
+        f"\n{summary(cells)} in {timing['total_seconds']:.1f} s; "
         f"wrote {args.output / 'parity.json'} and parity.md"
     )
     return 1 if any(c.status in ("fail", "error") for c in cells) else 0
