@@ -40,7 +40,7 @@ from partialnet.reparam import reparameterize
 Progress = Callable[[str], None]
 
 
-def _versions(targets: tuple[Target, ...]) -> dict[str, str]:
+def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {
@@ -204,9 +204,7 @@ def export(
 
 def _start_manifest(out_dir: Path, source: ExportSource, opts: ExportOptions) -> Manifest:
     """Keep earlier records of the same model and size whose files are still there."""
-    fresh = Manifest(
-        source.variant, source.checkpoint, _versions(opts.targets), list(opts.input_size or ())
-    )
+    fresh = Manifest(source.variant, source.checkpoint, _versions(), list(opts.input_size or ()))
     earlier = load_manifest(out_dir)
     if earlier and (earlier.variant, earlier.checkpoint, earlier.input_size) == (
         fresh.variant,
