@@ -125,3 +125,17 @@ def test_backbone_inference_form() -> None:
     with torch.no_grad():
         for a, b in zip(model(x), fast(x), strict=True):
             assert _rel_diff(a, b) <= REL_TOL
+
+
+def test_upstream_checkpoint_in_inference_form() -> None:
+    import numpy as np
+    from conftest import shared_fixture
+
+    model = partialnet.load_checkpoint(shared_fixture("upstream_t0_224.ckpt"))
+    fast = partialnet.reparameterize(model)
+    x = torch.from_numpy(np.load(shared_fixture("upstream_t0_224_input.npy")))
+    ref = np.load(shared_fixture("upstream_t0_224_logits.npy"))
+    with torch.no_grad():
+        out = fast(x).numpy()
+    # The issue's bound: the authors' logits within 1e-4 relative to their max magnitude.
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
