@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from partialnet.bench.args import UsageParser, comma_choices
 from partialnet.bench.compare import compare_reports, format_comparison
 from partialnet.bench.environment import PeakGemm, collect_environment
 from partialnet.bench.measure import PeakMemory, ProgressLine, current_rss_mb, measure_runner
@@ -36,11 +37,6 @@ RUNTIME_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
 
 class _Skip(Exception):
     """This job cannot run here; the message is the reason written into its cells."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
-        raise UsageError(message)
 
 
 @dataclass
@@ -74,12 +70,16 @@ class Run:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Latency/throughput of PartialNet on each runtime.")
+    p = UsageParser(prog=PROG, description="Latency/throughput of PartialNet on each runtime.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--variant", help="build this variant (random weights) and time it")
     src.add_argument("--artifacts", type=Path, help="a partialnet-export output directory")
     names = ",".join(RUNTIME_NAMES)
-    p.add_argument("--runtimes", type=parse_runtimes, help=f"of {names} (default: all)")
+    p.add_argument(
+        "--runtimes",
+        type=comma_choices("runtime", RUNTIME_NAMES),
+        help=f"of {names} (default: all)",
+    )
     p.add_argument("--batch", type=parse_batches, default=[1], help="comma list, e.g. 1,8,32")
     p.add_argument("--threads", type=_int_at_least(1), help="threads (default: runtime's own)")
     p.add_argument("--warmup", type=_int_at_least(0), default=5, help="untimed calls per cell")
@@ -90,17 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=Path, metavar="REPORT", help="ratios to it")
     p.add_argument("--peak-gemm", type=_int_at_least(0), default=2048, help="GEMM side; 0: none")
     return p
-
-
-def parse_runtimes(text: str) -> list[str]:
-    names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in RUNTIME_NAMES] if names else [text]
-    if unknown:
-        raise UsageError(
-            f"unknown runtime {', '.join(map(repr, unknown))}; valid runtimes: "
-            f"{', '.join(RUNTIME_NAMES)}"
-        )
-    return list(dict.fromkeys(names))
 
 
 def parse_batches(text: str) -> list[int]:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 import partialnet
+from partialnet.bench.args import UsageParser, comma_choices
 from partialnet.bench.environment import collect_environment
 from partialnet.bench.parity_report import (
     Cell,
@@ -65,11 +66,6 @@ PRECISIONS = tuple(p.value for p in Precision)
 EXPORT_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
 STALE_NOTE = "sha256 differs from manifest.json (the file changed after export)"
 MAX_REASON = 400
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
-        raise UsageError(message)
 
 
 @dataclass(frozen=True)
@@ -102,19 +98,6 @@ class Source:
 # --- command line --------------------------------------------------------------------------
 
 
-def _choices(what: str, valid: tuple[str, ...]) -> Any:
-    def parse(text: str) -> list[str]:
-        names = [n.strip().lower() for n in text.split(",") if n.strip()]
-        unknown = [n for n in names if n not in valid] if names else [text]
-        if unknown:
-            raise UsageError(
-                f"unknown {what} {', '.join(map(repr, unknown))}; valid {what}s: {', '.join(valid)}"
-            )
-        return list(dict.fromkeys(names))
-
-    return parse
-
-
 def _positive(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise UsageError(f"expected a positive integer, got {text!r}")
@@ -123,21 +106,21 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     variants = tuple(partialnet.list_variants())
-    p = _Parser(prog=PROG, description="Parity of every runtime against the eager fp32 model.")
+    p = UsageParser(prog=PROG, description="Parity of every runtime against the eager fp32 model.")
     add = p.add_argument
     add(
         "--variants",
-        type=_choices("variant", variants),
+        type=comma_choices("variant", variants),
         help=f"of {','.join(variants)} (default: all)",
     )
     add(
         "--runtimes",
-        type=_choices("runtime", RUNTIMES),
+        type=comma_choices("runtime", RUNTIMES),
         help=f"of {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)})",
     )
     add(
         "--precisions",
-        type=_choices("precision", PRECISIONS),
+        type=comma_choices("precision", PRECISIONS),
         help="of fp32,fp16 (default: both; with --artifacts, those its manifests list)",
     )
     add(
