@@ -4,11 +4,11 @@ PY := $(VENV)/bin/python
 VARIANT ?= t1
 TARGET ?= trt
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch is pinned to 2.13.0: pip takes the CPU wheel where one lies on disk.
-	$(PY) -m pip install --quiet -e '.[test]'
+	# constraints.txt pins torch 2.13.0, whose CPU wheel lies on disk (the library does not).
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 .PHONY: install export test parity lint
