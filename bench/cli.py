@@ -24,6 +24,7 @@ from partialnet.bench.measure import PeakMemory, ProgressLine, current_rss_mb, m
 from partialnet.bench.plots import plot_latency, plot_throughput
 from partialnet.bench.report import load_json, measured_cell, skipped_cell, write_report
 from partialnet.errors import MissingDependencyError, UsageError
+from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest
 from partialnet.export.options import TARGET_RUNTIME
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
@@ -260,13 +261,18 @@ def _registry() -> tuple[Callable[[], dict[str, str | None]], Callable[..., Any]
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+    # --debug anywhere: the traceback of a failure is printed (as PARTIALNET_DEBUG=1 does).
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+
+    def body() -> int:
         if argv and argv[0] in SUBCOMMANDS:
             return _subcommand(argv[0], argv[1:])
         return _latency(argv[1:] if argv[:1] == ["latency"] else argv)
-    except UsageError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+
+    return run_guarded(
+        PROG, body, debug=debug, interrupted="interrupted; partial results discarded"
+    )
 
 
 def _subcommand(name: str, argv: list[str]) -> int:

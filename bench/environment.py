@@ -10,25 +10,13 @@ import shlex
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# Import name -> distribution name; read from metadata so no SDK is imported to learn it.
-PACKAGES = {
-    "partialnet": "partialnet-export",
-    "torch": "torch",
-    "numpy": "numpy",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt-rtx-cu12-bindings",
-    "coremltools": "coremltools",
-    "matplotlib": "matplotlib",
-    "psutil": "psutil",
-}
+from partialnet.versions import package_versions
+
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -56,17 +44,6 @@ def core_counts() -> dict[str, int | None]:
         "logical_cores": psutil.cpu_count(logical=True),
         "usable_cores": usable,
     }
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed version of each relevant package; None when it is not installed."""
-    versions: dict[str, str | None] = {}
-    for name, dist in PACKAGES.items():
-        try:
-            versions[name] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def thread_settings(threads: int | None) -> dict[str, Any]:

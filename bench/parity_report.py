@@ -160,3 +160,11 @@ def write_outputs(report: dict[str, Any], runtimes: list[str], directory: Path) 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "parity.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (directory / "parity.md").write_text(to_markdown(report, runtimes))
+
+
+MAX_REASON = 400
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."

@@ -1,27 +1,44 @@
 """``export()``: the Python API behind ``partialnet-export``.
 
 eager model -> reparameterize -> ONNX -> {OpenVINO IR, TensorRT engine}; inference form ->
-CoreML. Each artifact that can run here is checked against the eager model (the parity
-gate) before the manifest records it.
+CoreML. Every option is checked before anything is written. Each artifact is built in a
+scratch directory inside the output directory, checked against the eager model there (the
+parity gate) where its runtime runs here, and only then moved into place; the manifest is
+rewritten with what is in place. A failed, interrupted or rejected export leaves the earlier
+artifacts and manifest as they were.
 """
 
 from __future__ import annotations
 
 import hashlib
-import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import partialnet
-from partialnet.export.errors import ParityFailure
-from partialnet.export.files import prepare_output_dir, sha256_path, size_bytes
+from partialnet.errors import PartialNetError
+from partialnet.export.builders import (
+    BuiltArtifact,
+    TargetContext,
+    build_target,
+    check_sdks,
+    check_target_options,
+)
+from partialnet.export.errors import ExportFailure, ParityFailure
+from partialnet.export.files import (
+    describe_os_error,
+    place,
+    prepare_output_dir,
+    sha256_path,
+    size_bytes,
+)
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
+from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
     ExportOptions,
     Precision,
@@ -32,64 +49,16 @@ from partialnet.export.options import (
     parse_targets,
 )
 from partialnet.export.parity import run_parity, unverified
-from partialnet.export.plan import TargetContext, build_target, check_sdks
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
-from partialnet.inference import InferencePartialNet, to_fp16
+from partialnet.inference import to_fp16
 from partialnet.reparam import reparameterize
+from partialnet.versions import package_versions
 
 Progress = Callable[[str], None]
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {
-        "partialnet-export": partialnet.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    names = [
-        "onnx",
-        "onnxruntime",
-        "onnxsim",
-        "openvino",
-        "coremltools",
-        "tensorrt",
-        "tensorrt-rtx-cu12-bindings",
-    ]
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-def _metadata(
-    source: ExportSource, model: InferencePartialNet, opts: ExportOptions, precision: Precision
-) -> dict[str, object]:
-    meta = model.cfg.meta
-    ckpt = source.checkpoint or {}
-    return {
-        "variant": source.variant,
-        "input_size": list(model.input_size),
-        "input_layout": "NCHW float32, RGB scaled to [0,1] then (x - mean) / std",
-        "mean": list(meta.mean),
-        "std": list(meta.std),
-        "crop_pct": meta.crop_pct,
-        "classes": model.cfg.num_classes,
-        "precision": precision.value,
-        "batch": opts.batch,
-        "dynamic_batch": list(opts.dynamic_batch) if opts.dynamic_batch else None,
-        "split_indices": model.split_indices,
-        "checkpoint_sha256": ckpt.get("sha256", "random-weights"),
-        "toolchain": f"partialnet-export {partialnet.__version__}",
-        "torch": torch.__version__,
-    }
-
-
 class _Reference:
-    """Eager fp32 outputs, computed once per batch size and shared by every target."""
+    """Eager fp32 outputs, computed once per batch and shared by every target."""
 
     def __init__(self, eager: torch.nn.Module) -> None:
         self.eager = eager
@@ -102,6 +71,17 @@ class _Reference:
             out = self.eager(torch.from_numpy(batch))
             self._cache[key] = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
         return self._cache[key]
+
+
+@dataclass
+class _Checked:
+    built: BuiltArtifact
+    parity: dict[str, object]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.parity.get("passed", True))  # unverified artifacts carry no verdict
 
 
 def export(
@@ -126,8 +106,9 @@ def export(
     """Export to every requested target; returns the manifest (also written to disk).
 
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an
-    artifact could not be produced (earlier artifacts untouched), ParityFailure after writing
-    the manifest when an artifact disagrees with the eager model.
+    artifact could not be produced (those that passed before it are placed, earlier ones
+    otherwise untouched), ParityFailure when an artifact disagrees with the eager model
+    (it is not placed; the others are).
     """
     say = progress or (lambda _msg: None)
     opts = ExportOptions(
@@ -146,65 +127,188 @@ def export(
     )
     check_sdks(opts)
     source = resolve_source(model_or_checkpoint, variant)
+    coreml = check_target_options(opts, source.eager.cfg.num_classes)
     if source.random_weights:
         say(f"warning: {RANDOM_WEIGHTS_NOTE}")
     size = opts.input_size or source.eager.cfg.meta.input_size
-    opts = replace(opts, input_size=size)
+    opts = replace(opts, input_size=size, in_chans=source.eager.cfg.in_chans)
     out_dir = prepare_output_dir(Path(output_dir or Path("exports") / source.variant))
 
     say(f"reparameterize: {source.variant} -> inference form at {size[0]}x{size[1]}")
     inference = reparameterize(source.eager, size)
-    manifest = _start_manifest(out_dir, source, opts)
     reference = _Reference(source.eager)
     stem = f"partialnet-{source.variant}-{size[0]}x{size[1]}-{opts.precision.value}"
-    with tempfile.TemporaryDirectory(prefix=".partialnet-export-", dir=out_dir) as scratch:
-        ctx = TargetContext(
-            options=opts,
-            inference=inference,
-            exported=to_fp16(inference) if opts.precision is Precision.FP16 else inference,
-            metadata=_metadata(source, inference, opts, opts.precision),
-            out_dir=out_dir,
-            scratch=Path(scratch),
-            stem=stem,
-            say=say,
-        )
-        for index, target in enumerate(opts.targets, 1):
-            say(f"[{index}/{len(opts.targets)}] {target.value}: exporting")
-            started = time.perf_counter()
-            built = build_target(target, ctx)
-            parity = _verify(built, target, ctx, reference, say)
-            path = built.path
-            record = ArtifactRecord(
-                target=target.value,
-                path=path.relative_to(out_dir).as_posix(),
-                precision=opts.precision.value,
-                input_shape=[opts.sample_batch, inference.cfg.in_chans, *size],
-                dynamic_batch=list(opts.dynamic_batch) if opts.dynamic_batch else None,
-                sha256=sha256_path(path),
-                bytes=size_bytes(path),
-                seconds=round(time.perf_counter() - started, 2),
-                parity=parity,
-                status="ok" if parity.get("passed", True) else "failed",
-                details=built.details,
+    metadata = artifact_metadata(
+        source.variant,
+        inference,
+        precision=opts.precision.value,
+        batch=opts.batch,
+        dynamic_batch=opts.dynamic_batch,
+        checkpoint=source.checkpoint,
+    )
+    checked: list[_Checked] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix=".partialnet-export-", dir=out_dir) as scratch:
+            ctx = TargetContext(
+                options=opts,
+                inference=inference,
+                exported=to_fp16(inference) if opts.precision is Precision.FP16 else inference,
+                metadata=metadata,
+                scratch=Path(scratch),
+                stem=stem,
+                say=say,
+                coreml=coreml,
             )
-            manifest.add(record)
-            manifest.write(out_dir)
-    failed = [
-        a
-        for a in manifest.artifacts
-        if a.status != "ok" and a.target in {t.value for t in opts.targets}
-    ]
-    if failed:
-        names = ", ".join(f"{a.target} ({a.path})" for a in failed)
-        raise ParityFailure(
-            f"parity violation for {names}; see {out_dir / 'manifest.json'}", manifest
-        )
+            try:
+                for index, target in enumerate(opts.targets, 1):
+                    say(f"[{index}/{len(opts.targets)}] {target.value}: exporting")
+                    started = time.perf_counter()
+                    built = _build(target, ctx, out_dir)
+                    parity = _verify(built, ctx, reference, say)
+                    checked.append(_Checked(built, parity, time.perf_counter() - started))
+            except Exception:
+                # What passed is placed even when a later target fails. An interrupt
+                # (KeyboardInterrupt is not an Exception) places nothing.
+                _place_passed(checked, out_dir, source, opts, say)
+                raise
+            manifest = _place_passed(checked, out_dir, source, opts, say)
+    except OSError as exc:  # the scratch directory itself (creation or clean-up)
+        raise ExportFailure(describe_os_error(exc, "writing scratch files", out_dir)) from exc
+    rejected = [c for c in checked if not c.passed]
+    if rejected:
+        raise ParityFailure(_rejection_message(rejected, out_dir), manifest, _records(rejected))
     return manifest
+
+
+def _build(target: Target, ctx: TargetContext, out_dir: Path) -> BuiltArtifact:
+    """Build one target in scratch; any failure becomes one ExportFailure line."""
+    try:
+        return build_target(target, ctx)
+    except PartialNetError:
+        raise
+    except OSError as exc:
+        raise ExportFailure(describe_os_error(exc, f"{target.value} export", out_dir)) from exc
+    except Exception as exc:  # an SDK's own error type; the CLI shows one line of it
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ExportFailure(
+            f"{target.value} export failed: {type(exc).__name__}: {first}; rerun with --debug "
+            "for the traceback and report it if the input was valid"
+        ) from exc
+
+
+def _verify(
+    built: BuiltArtifact, ctx: TargetContext, reference: _Reference, say: Progress
+) -> dict[str, object]:
+    target = built.target.value
+    if not ctx.options.verify:
+        return unverified("parity check skipped (--no-verify)")
+    if built.unverified_reason:
+        say(f"      {target}: not verified here: {built.unverified_reason}")
+        return unverified(built.unverified_reason)
+    shape = (ctx.inference.cfg.in_chans, *ctx.inference.input_size)
+    try:
+        with built.open_runner(built.staged) as runner:
+            result = run_parity(
+                reference, runner.infer, shape, ctx.options.sample_batch, ctx.options.precision
+            )
+    except PartialNetError:
+        raise
+    except Exception as exc:  # the runtime could not load or run what was built
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ExportFailure(
+            f"{target}: the runtime could not run the built artifact ({type(exc).__name__}: "
+            f"{first}); nothing was placed for it"
+        ) from exc
+    say(f"      {target}: parity {result.summary()}")
+    return result.to_dict()
+
+
+def _record(item: _Checked, sha256: str, size: int, opts: ExportOptions) -> ArtifactRecord:
+    return ArtifactRecord(
+        target=item.built.target.value,
+        path=item.built.name,
+        precision=opts.precision.value,
+        input_shape=[opts.sample_batch, opts.in_chans, *(opts.input_size or ())],
+        dynamic_batch=list(opts.dynamic_batch) if opts.dynamic_batch else None,
+        sha256=sha256,
+        bytes=size,
+        seconds=round(item.seconds, 2),
+        parity=item.parity,
+        status="ok" if item.passed else "failed",
+        details=item.built.details,
+    )
+
+
+def _place_passed(
+    checked: list[_Checked],
+    out_dir: Path,
+    source: ExportSource,
+    opts: ExportOptions,
+    say: Progress,
+) -> Manifest:
+    """Move every artifact that passed (or cannot be verified here) into place, recording
+    each in the manifest as soon as it is there."""
+    manifest = _start_manifest(out_dir, source, opts)
+    for item in checked:
+        if not item.passed:
+            continue
+        final = out_dir / item.built.name
+        sha, size = sha256_path(item.built.staged), size_bytes(item.built.staged)
+        try:
+            place(item.built.staged, final)
+            manifest.add(_record(item, sha, size, opts))
+            manifest.write(out_dir)
+        except OSError as exc:
+            raise ExportFailure(
+                describe_os_error(exc, f"placing {item.built.name}", out_dir)
+            ) from exc
+        say(f"      {item.built.target.value}: placed {final}")
+    return manifest
+
+
+def _records(items: list[_Checked]) -> list[ArtifactRecord]:
+    """Records of rejected artifacts for the summary table (they are not in the manifest)."""
+    return [
+        ArtifactRecord(
+            target=i.built.target.value,
+            path=f"{i.built.name} (not placed)",
+            precision=str(i.parity.get("precision", "")),
+            input_shape=[],
+            dynamic_batch=None,
+            sha256="",
+            bytes=size_bytes(i.built.staged) if i.built.staged.exists() else 0,
+            seconds=round(i.seconds, 2),
+            parity=i.parity,
+            status="failed",
+            details=i.built.details,
+        )
+        for i in items
+    ]
+
+
+def _rejection_message(rejected: list[_Checked], out_dir: Path) -> str:
+    parts = []
+    for item in rejected:
+        p = item.parity
+        parts.append(
+            f"{item.built.target.value} (max|diff| {p.get('max_rel', float('nan')):.3g} x "
+            f"max|ref|, cosine {p.get('cosine', float('nan')):.6f}, top-1 "
+            f"{p.get('top1_agreement', float('nan')):.1%})"
+        )
+    return (
+        f"parity violation for {', '.join(parts)}: not placed, earlier artifacts in {out_dir} "
+        "were kept"
+    )
 
 
 def _start_manifest(out_dir: Path, source: ExportSource, opts: ExportOptions) -> Manifest:
     """Keep earlier records of the same model and size whose files are still there."""
-    fresh = Manifest(source.variant, source.checkpoint, _versions(), list(opts.input_size or ()))
+    fresh = Manifest(
+        source.variant,
+        source.checkpoint,
+        package_versions(installed_only=True),
+        list(opts.input_size or ()),
+    )
     earlier = load_manifest(out_dir)
     if earlier and (earlier.variant, earlier.checkpoint, earlier.input_size) == (
         fresh.variant,
@@ -215,20 +319,3 @@ def _start_manifest(out_dir: Path, source: ExportSource, opts: ExportOptions) ->
             if (out_dir / record.path).exists():
                 fresh.add(record)
     return fresh
-
-
-def _verify(
-    built, target: Target, ctx: TargetContext, reference: _Reference, say: Progress
-) -> dict[str, object]:
-    if not ctx.options.verify:
-        return unverified("parity check skipped (--no-verify)")
-    if built.unverified_reason:
-        say(f"      {target.value}: not verified here: {built.unverified_reason}")
-        return unverified(built.unverified_reason)
-    shape = (ctx.inference.cfg.in_chans, *ctx.inference.input_size)
-    with built.open_runner() as runner:
-        result = run_parity(
-            reference, runner.infer, shape, ctx.options.sample_batch, ctx.options.precision
-        )
-    say(f"      {target.value}: parity {result.summary()}")
-    return result.to_dict()

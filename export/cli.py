@@ -8,17 +8,18 @@ import time
 from collections.abc import Sequence
 
 from partialnet.config import list_variants
-from partialnet.errors import PartialNetError, UsageError
+from partialnet.errors import PartialNetError
+from partialnet.export.cli_errors import EXIT_OK, run_guarded
 from partialnet.export.errors import ParityFailure
-from partialnet.export.manifest import Manifest
+from partialnet.export.manifest import ArtifactRecord, Manifest
 from partialnet.export.options import parse_targets
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "partialnet-export"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="partialnet-export",
+        prog=PROG,
         description="Export PartialNet to verified ONNX, OpenVINO IR, TensorRT engines and "
         "CoreML packages. Every artifact is built from the re-parameterized inference form "
         "and, where its runtime runs here, checked against the eager model.",
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--no-verify", action="store_true", help="skip the parity gate against the eager model"
     )
+    out.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of a failure (also PARTIALNET_DEBUG=1)",
+    )
     trt = p.add_argument_group("TensorRT")
     trt.add_argument(
         "--trt-compute-capability",
@@ -98,19 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(manifest: Manifest, targets: set[str]) -> str:
+def _verdict(a: ArtifactRecord) -> str:
+    if a.parity.get("status") == "unverified":
+        return f"unverified: {a.parity['reason']}"
+    return ("pass" if a.status == "ok" else "FAIL") + (
+        f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}, "
+        f"top-1 {a.parity['top1_agreement']:.0%})"
+    )
+
+
+def _table(records: list[ArtifactRecord]) -> str:
     rows = [("target", "file", "size", "seconds", "parity")]
-    for a in manifest.artifacts:
-        if a.target not in targets:
-            continue
-        if a.parity.get("status") == "unverified":
-            verdict = f"unverified: {a.parity['reason']}"
-        else:
-            verdict = ("pass" if a.status == "ok" else "FAIL") + (
-                f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}, "
-                f"top-1 {a.parity['top1_agreement']:.0%})"
-            )
-        rows.append((a.target, a.path, f"{a.bytes / 1e6:.1f} MB", f"{a.seconds:.1f}", verdict))
+    for a in records:
+        rows.append((a.target, a.path, f"{a.bytes / 1e6:.1f} MB", f"{a.seconds:.1f}", _verdict(a)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
@@ -119,16 +125,21 @@ def _table(manifest: Manifest, targets: set[str]) -> str:
     return "\n".join(lines)
 
 
+def _asked(manifest: object, targets: set[str]) -> list[ArtifactRecord]:
+    records = manifest.artifacts if isinstance(manifest, Manifest) else []
+    return [a for a in records if a.target in targets]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from partialnet.export.api import export
-
     started = time.perf_counter()
 
     def progress(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    try:
+    def body() -> int:
+        from partialnet.export.api import export
+
         manifest = export(
             args.checkpoint,
             variant=args.variant,
@@ -147,29 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             coreml_class_labels=args.coreml_labels,
             progress=progress,
         )
-    except UsageError as exc:
-        print(f"partialnet-export: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ParityFailure as exc:
-        if isinstance(exc.manifest, Manifest):
-            print(_table(exc.manifest, _asked(args.target)))
-        print(f"partialnet-export: failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except PartialNetError as exc:
-        print(f"partialnet-export: failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(
-            "partialnet-export: interrupted; finished artifacts were kept, nothing partial "
-            "was left",
-            file=sys.stderr,
-        )
-        return 130
-    print(_table(manifest, _asked(args.target)))
-    return EXIT_OK
+        print(_table(_asked(manifest, _targets(args.target))))
+        return EXIT_OK
+
+    def on_failure(exc: PartialNetError) -> None:
+        if isinstance(exc, ParityFailure):
+            print(_table(_asked(exc.manifest, _targets(args.target)) + list(exc.rejected)))
+
+    return run_guarded(PROG, body, debug=args.debug, on_failure=on_failure)
 
 
-def _asked(target_arg: str) -> set[str]:
+def _targets(target_arg: str) -> set[str]:
     return {t.value for t in parse_targets(target_arg)}
 
 

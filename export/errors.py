@@ -12,12 +12,16 @@ class ExportFailure(PartialNetError):
 class ParityFailure(ExportFailure):
     """An artifact's outputs differ from the eager model's beyond the stated tolerance.
 
-    Carries the manifest (already written, the artifact marked failed) so callers can show it.
+    The artifact was not placed. Carries the manifest of what is in place and the rejected
+    artifacts' records (with their numbers) so callers can show both.
     """
 
-    def __init__(self, message: str, manifest: object | None = None) -> None:
+    def __init__(
+        self, message: str, manifest: object | None = None, rejected: list | None = None
+    ) -> None:
         super().__init__(message)
         self.manifest = manifest
+        self.rejected = rejected or []
 
 
 class OutputPathError(UsageError):

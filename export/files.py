@@ -4,6 +4,7 @@ under the final name, and never replaces a good earlier artifact."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -61,14 +62,18 @@ def atomic_file(final: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def write_bytes_atomically(final: Path, data: bytes | memoryview) -> None:
+    """``final`` holds ``data`` completely, or is left as it was."""
+    with atomic_file(final) as tmp, open(tmp, "wb") as fh:
+        fh.write(memoryview(data))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a not-yet-existing path to write a directory artifact (an .mlpackage) to; on
-    success it takes the place of ``final``.
-
-    An earlier ``final`` is renamed aside and deleted only once the new one is in place; if
-    that rename fails the old one is renamed back.
-    """
+    success it takes the place of ``final`` (see ``place``)."""
     check_destination(final, is_dir=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
@@ -76,18 +81,54 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         yield staged
         if not staged.is_dir():
             raise OSError(f"nothing was written for {final.name}")
-        aside = tmp / "previous"
-        had_old = final.exists()
-        if had_old:
-            os.replace(final, aside)
-        try:
-            os.replace(staged, final)
-        except BaseException:
-            if had_old:
-                os.replace(aside, final)
-            raise
+        place(staged, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def place(staged: Path, final: Path) -> None:
+    """Move a finished artifact (file or directory) from scratch to ``final`` on the same
+    filesystem, replacing an earlier one only at the last moment.
+
+    A file is swapped by one atomic rename. A directory (an OpenVINO IR pair, an
+    .mlpackage) cannot be swapped atomically: the earlier one is renamed aside, the new one
+    renamed in, and the earlier one deleted only then, or renamed back if the second rename
+    fails. Readers may briefly see no directory, never a mix of the two.
+    """
+    is_dir = staged.is_dir()
+    check_destination(final, is_dir=is_dir)
+    if not is_dir:
+        os.replace(staged, final)
+        return
+    aside = final.with_name(f".{final.name}.previous")
+    shutil.rmtree(aside, ignore_errors=True)
+    had_old = final.exists()
+    if had_old:
+        os.replace(final, aside)
+    try:
+        os.replace(staged, final)
+    except BaseException:
+        if had_old:
+            os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def describe_os_error(exc: OSError, doing: str, where: Path) -> str:
+    """One line for a failed write: what was being done, why, and what to do about it."""
+    fixes = {
+        errno.ENOSPC: f"no space left on the device holding {where}: free some space or "
+        "choose another --output",
+        errno.EDQUOT: f"disk quota exceeded under {where}: free some space or choose another "
+        "--output",
+        errno.EROFS: f"{where} is on a read-only file system: choose another --output",
+        errno.EACCES: f"permission denied under {where}: choose a writable --output",
+        errno.EPERM: f"operation not permitted under {where}: choose a writable --output",
+    }
+    reason = fixes.get(exc.errno or -1)
+    if reason is None:
+        reason = f"{exc.strerror or exc} ({where})"
+    return f"{doing} failed: {reason}; earlier artifacts were left as they were"
 
 
 def _current_umask() -> int:

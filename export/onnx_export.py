@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import warnings
 from collections import Counter
@@ -17,6 +16,7 @@ import torch
 from partialnet.errors import missing_dependency
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_file
+from partialnet.export.metadata import encode_metadata
 from partialnet.inference import InferencePartialNet
 
 # Ops that betray a graph that was not lowered properly: dynamic indexing (NonZero,
@@ -118,10 +118,10 @@ def assert_lowered(proto) -> None:
 
 def set_metadata(proto, metadata: dict[str, object]) -> None:
     del proto.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in encode_metadata(metadata).items():
         entry = proto.metadata_props.add()
         entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
+        entry.value = value
 
 
 def read_metadata(path: Path) -> dict[str, str]:

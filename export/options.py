@@ -27,7 +27,7 @@ TARGET_ORDER = (Target.ONNX, Target.OPENVINO, Target.TRT, Target.COREML)
 
 ARTIFACT_SUFFIX = {
     Target.ONNX: ".onnx",
-    Target.OPENVINO: ".xml",
+    Target.OPENVINO: ".openvino",  # a directory: the .xml/.bin pair moves as one
     Target.TRT: ".engine",
     Target.COREML: ".mlpackage",
 }
@@ -69,12 +69,17 @@ def parse_precision(text: str | Precision) -> Precision:
 
 
 def parse_dynamic_batch(text: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
-    """'MIN:OPT:MAX' -> (min, opt, max) with 1 <= min <= opt <= max."""
+    """'MIN:OPT:MAX' (or three ints) -> (min, opt, max) with 1 <= min <= opt <= max.
+
+    The one place a batch range is validated (the exporter, the TensorRT builder, Triton).
+    """
     if text is None:
         return None
     try:
         parts = tuple(int(p) for p in text.split(":")) if isinstance(text, str) else tuple(text)
-    except ValueError:
+    except (TypeError, ValueError):
+        parts = ()
+    if any(isinstance(p, bool) for p in parts):
         parts = ()
     if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
         raise UsageError(
@@ -98,6 +103,17 @@ def parse_imgsz(text: str | int | tuple[int, int] | None) -> tuple[int, int] | N
     return validate_input_size(size)  # type: ignore[arg-type]
 
 
+def check_workspace(workspace_mb: int | None) -> None:
+    """A TensorRT builder workspace is a positive whole number of MiB, or None (TensorRT's)."""
+    w = workspace_mb
+    # 0 MB is refused too: the builder cannot compile even a tiny graph without scratch.
+    if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+        raise UsageError(
+            f"--workspace {w!r} is not a positive whole number of MiB: pass e.g. 1024, or "
+            "leave it out to let TensorRT use what the GPU has"
+        )
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Validated export settings (the CLI and the Python API both build one)."""
@@ -105,6 +121,7 @@ class ExportOptions:
     targets: tuple[Target, ...] = (Target.ONNX,)
     precision: Precision = Precision.FP32
     input_size: tuple[int, int] | None = None  # None: the variant's metadata
+    in_chans: int = 3
     batch: int = 1
     dynamic_batch: tuple[int, int, int] | None = None
     opset: int = 18
@@ -120,8 +137,7 @@ class ExportOptions:
             raise UsageError(f"--batch must be >= 1, got {self.batch}")
         if not 17 <= self.opset <= 23:
             raise UsageError(f"--opset {self.opset} is not supported; use 17..23 (default 18)")
-        if self.workspace_mb is not None and self.workspace_mb < 1:
-            raise UsageError("--workspace is in MiB and must be >= 1")
+        check_workspace(self.workspace_mb)
         if self.dynamic_batch is not None and Target.COREML in self.targets:
             raise UsageError(
                 "CoreML export takes a fixed batch: drop --dynamic-batch for "

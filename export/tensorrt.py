@@ -14,10 +14,7 @@ only for old full-TensorRT releases that predate strong typing.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -32,6 +29,8 @@ from partialnet.errors import (
     missing_dependency,
 )
 from partialnet.export.errors import ExportFailure
+from partialnet.export.files import write_bytes_atomically
+from partialnet.export.options import check_workspace, parse_dynamic_batch
 from partialnet.runtimes.tensorrt_sdk import (
     FLAVOUR_RTX,
     FLAVOUR_TENSORRT,
@@ -103,35 +102,10 @@ class TensorRTBuildConfig:
                 f"build for: choose one of {', '.join(supported)}"
             )
         object.__setattr__(self, "compute_capability", cc)
-        self._check_workspace()
-        if self.dynamic_batch is not None:
-            object.__setattr__(self, "dynamic_batch", self._checked_batch(self.dynamic_batch))
+        check_workspace(self.workspace_mb)
+        object.__setattr__(self, "dynamic_batch", parse_dynamic_batch(self.dynamic_batch))
         if self.timing_cache is not None:
             object.__setattr__(self, "timing_cache", Path(self.timing_cache))
-
-    def _check_workspace(self) -> None:
-        w = self.workspace_mb
-        # 0 MB is refused too: the builder cannot compile even a tiny graph without scratch.
-        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
-            raise UsageError(
-                f"workspace_mb={w!r} is not a positive whole number of MiB: pass e.g. "
-                "workspace_mb=1024, or None to let TensorRT use all GPU memory"
-            )
-
-    @staticmethod
-    def _checked_batch(value: Any) -> tuple[int, int, int]:
-        try:
-            lo, opt, hi = (int(v) for v in value)
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"dynamic_batch={value!r} is not three batch sizes: pass (min, opt, max), "
-                "e.g. (1, 4, 8)"
-            ) from None
-        if not 1 <= lo <= opt <= hi:
-            raise UsageError(
-                f"dynamic_batch={value!r} needs 1 <= min <= opt <= max: pass e.g. (1, 4, 8)"
-            )
-        return lo, opt, hi
 
 
 # ----------------------------------------------------------------------------- logging
@@ -318,24 +292,6 @@ def _attach_timing_cache(
     return _TimingCache(path=path, cache=cache, loaded=loaded, note=note)
 
 
-def write_atomically(path: Path, data: Any) -> None:
-    """Write bytes (or a buffer) to ``path`` via a same-directory temp file and os.replace,
-    so a crash or error never leaves a partial file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; engines are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _serialize(builder: Any, network: Any, builder_config: Any, logger: Any) -> Any:
     seen = len(logger.errors)
     try:
@@ -397,9 +353,9 @@ def build_engine(
     timing = _attach_timing_cache(trt_config, flavour, cache_path, logger, progress)
 
     serialized = _serialize(builder, network, trt_config, logger)
-    write_atomically(engine_path, serialized)
+    write_bytes_atomically(engine_path, serialized)
     if timing.cache is not None and timing.path is not None:
-        write_atomically(timing.path, timing.cache.serialize())
+        write_bytes_atomically(timing.path, timing.cache.serialize())
 
     return {
         "flavour": flavour,

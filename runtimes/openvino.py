@@ -1,4 +1,5 @@
-"""Run an OpenVINO IR (.xml/.bin) or an ONNX model with OpenVINO on one physical device."""
+"""Run an OpenVINO IR (a directory holding the .xml/.bin pair, or the .xml itself) or an
+ONNX model with OpenVINO on one physical device."""
 
 from __future__ import annotations
 
@@ -7,18 +8,41 @@ from typing import Any
 
 import numpy as np
 
+from partialnet.errors import UsageError
+
 from . import base
 from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, RuntimeUnavailableError
 
 HINTS = ("latency", "throughput")
-_PRECISION_HINTS = {"fp32": "f32", "fp16": "f16"}  # what we ask for -> OpenVINO's name
-_PRECISION_NAMES = {v: k for k, v in _PRECISION_HINTS.items()}  # others (bf16) kept as is
+# Execution precision asked for -> OpenVINO's INFERENCE_PRECISION_HINT. OpenVINO otherwise
+# picks by CPU (bf16 where AVX512_BF16 or AMX exists, f32 on AVX2, f16 on some others), so
+# every request but "auto" is explicit; "auto" leaves the choice to OpenVINO.
+_PRECISION_HINTS: dict[str, str | None] = {
+    "fp32": "f32",
+    "f32": "f32",
+    "fp16": "f16",
+    "f16": "f16",
+    "bf16": "bf16",
+    "auto": None,
+}
+PRECISIONS = tuple(_PRECISION_HINTS)
+_PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}  # reported in our words
+
+
+def _model_file(path: Path) -> Path:
+    """An IR directory (as partialnet-export writes it) holds exactly one .xml."""
+    if not path.is_dir():
+        return path
+    found = sorted(path.glob("*.xml"))
+    if len(found) != 1:
+        raise UsageError(f"{path} holds {len(found)} .xml files; pass the IR's .xml file itself")
+    return found[0]
 
 
 class OpenVINORunner(Runner):
-    """Forces the f32 precision hint for fp32 (some CPUs default to bf16/f16) so parity means
-    something; ``info().precision`` is what the compiled model reports, which can differ from
-    the request (an f16 hint on a CPU without f16 support compiles to f32)."""
+    """``precision`` is the execution precision (fp32, fp16, bf16, or auto for OpenVINO's own
+    choice); ``info().precision`` is what the compiled model reports, which can differ from
+    the request (an f16 hint on a CPU without f16 arithmetic compiles to f32 or bf16)."""
 
     name = Runtime.OPENVINO.value
 
@@ -42,7 +66,7 @@ class OpenVINORunner(Runner):
         if self._active:
             return
         ov = base.import_sdk("openvino", "openvino", "the OpenVINO runner")
-        base.check_artifact(self.path, "OpenVINO IR or ONNX model")
+        model_path = _model_file(base.check_artifact(self.path, "OpenVINO IR or ONNX model"))
         core = ov.Core()
         available = core.available_devices  # physical devices: CPU, GPU.0, NPU, ...
         if not any(d == self.device or d.startswith(f"{self.device}.") for d in available):
@@ -51,13 +75,12 @@ class OpenVINORunner(Runner):
                 f"{', '.join(available) or 'none'}: pick one of those, or install the "
                 "device's driver (e.g. the Intel GPU compute runtime for 'GPU')"
             )
-        config: dict[str, Any] = {
-            "PERFORMANCE_HINT": self.hint.upper(),
-            "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[self.precision],
-        }
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.hint.upper()}
+        if _PRECISION_HINTS[self.precision] is not None:
+            config["INFERENCE_PRECISION_HINT"] = _PRECISION_HINTS[self.precision]
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        compiled = core.compile_model(core.read_model(str(self.path)), self.device, config)
+        compiled = core.compile_model(core.read_model(str(model_path)), self.device, config)
         port, shape = compiled.inputs[0], compiled.inputs[0].get_partial_shape()
         self._shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
         # A static batch has min == max; a dynamic one runs as is (no reshape), -1 = unbounded.

@@ -229,7 +229,9 @@ def test_report_schema_has_every_key_with_its_type() -> None:
     env = report["environment"]
     for key in ("cpu_model", "physical_cores", "logical_cores", "os", "python", "threads"):
         assert key in env
-    assert {"torch", "onnxruntime", "openvino", "numpy", "partialnet"} <= set(env["packages"])
+    assert {"torch", "onnxruntime", "openvino", "numpy", "partialnet-export"} <= set(
+        env["packages"]
+    )
 
 
 def test_validate_names_what_is_wrong() -> None:

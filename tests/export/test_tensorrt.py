@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from partialnet.errors import MissingDependencyError, UsageError
+from partialnet.export.files import write_bytes_atomically
 from partialnet.export.tensorrt import (
     FLAVOUR_RTX,
     TensorRTBuildConfig,
@@ -21,7 +22,6 @@ from partialnet.export.tensorrt import (
     build_engine,
     import_tensorrt,
     make_logger,
-    write_atomically,
 )
 from partialnet.runtimes.base import RuntimeUnavailableError
 
@@ -282,7 +282,7 @@ def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        write_atomically(target, b"new engine")
+        write_bytes_atomically(target, b"new engine")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.engine"]
 

@@ -1,0 +1,219 @@
+"""How each target's artifact is built in the scratch directory, and how it is opened to
+verify it before it is placed.
+
+ONNX comes first; OpenVINO and TensorRT are built from it (whether or not the ONNX itself was
+asked for). CoreML is converted from the inference-form torch model. Every builder writes
+under ``ctx.scratch`` only: nothing reaches the output directory until the export has
+checked it (see ``partialnet.export.api``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from partialnet.errors import UsageError
+from partialnet.export.onnx_export import export_onnx
+from partialnet.export.options import ARTIFACT_SUFFIX, ExportOptions, Precision, Target
+from partialnet.inference import InferencePartialNet
+
+
+@dataclass
+class TargetContext:
+    options: ExportOptions
+    inference: InferencePartialNet  # fp32 inference form (CoreML converts this one)
+    exported: InferencePartialNet  # what goes to ONNX: fp32, or fp16 with fp32 islands
+    metadata: dict[str, object]
+    scratch: Path
+    stem: str
+    say: Callable[[str], None]
+    coreml: Any = None  # CoreMLOptions, validated up front by check_target_options
+    _onnx: tuple[Path, dict[str, Any]] | None = field(default=None, init=False)
+
+    def artifact_name(self, target: Target) -> str:
+        return f"{self.stem}{ARTIFACT_SUFFIX[target]}"
+
+    def onnx(self) -> tuple[Path, dict[str, Any]]:
+        """The ONNX of ``exported`` in scratch, written once and shared by ONNX/OV/TRT."""
+        if self._onnx is None:
+            path = self.scratch / self.artifact_name(Target.ONNX)
+            facts = export_onnx(
+                self.exported,
+                path,
+                batch=self.options.batch,
+                dynamic_batch=self.options.dynamic_batch,
+                opset=self.options.opset,
+                metadata=self.metadata,
+                warn=lambda msg: self.say(f"warning: {msg}"),
+            )
+            self._onnx = (path, facts)
+        return self._onnx
+
+
+@dataclass
+class BuiltArtifact:
+    """An artifact in scratch: ``staged`` is moved to ``<output>/<name>`` once it passes."""
+
+    target: Target
+    staged: Path
+    name: str
+    details: dict[str, Any]
+    unverified_reason: str | None
+    open_runner: Callable[[Path], Any]
+
+
+def check_sdks(options: ExportOptions) -> None:
+    """Fail before any work when an SDK a target needs is missing (names the extra).
+
+    Looks the packages up without importing them (coremltools is noisy to import).
+    """
+    from partialnet.errors import missing_dependency
+
+    needed: list[tuple[str, str, str]] = []
+    if {Target.ONNX, Target.OPENVINO, Target.TRT} & set(options.targets):
+        needed += [("onnx", "onnx", "ONNX export"), ("onnxscript", "onnx", "ONNX export")]
+    if Target.OPENVINO in options.targets:
+        needed.append(("openvino", "openvino", "OpenVINO export"))
+    if Target.COREML in options.targets:
+        needed.append(("coremltools", "coreml", "CoreML export"))
+    for module, extra, purpose in needed:
+        if (module in sys.modules and sys.modules[module] is None) or not _findable(module):
+            raise missing_dependency(module, extra, purpose)
+    if Target.TRT in options.targets:
+        from partialnet.export.tensorrt import import_tensorrt
+
+        import_tensorrt()
+
+
+def check_target_options(options: ExportOptions, num_classes: int) -> Any:
+    """Validate every target-specific option before anything is written. Returns the
+    CoreML conversion options when CoreML is a target (labels file read and checked)."""
+    if Target.TRT in options.targets:
+        _trt_config(options)  # refuses an unknown compute capability or batch range
+    if Target.COREML not in options.targets:
+        return None
+    from partialnet.export.coreml import CoreMLOptions
+
+    labels = None
+    if options.coreml_class_labels is not None:
+        labels = _read_labels(options.coreml_class_labels)
+        if len(labels) != num_classes:
+            raise UsageError(
+                f"{options.coreml_class_labels} has {len(labels)} labels for a model with "
+                f"{num_classes} classes: give exactly one label per line, one per class"
+            )
+    return CoreMLOptions(
+        precision=options.precision.value,
+        minimum_deployment_target=options.coreml_min_target,
+        image_input=options.coreml_image_input,
+        class_labels=labels,
+        batch=options.batch,
+    )
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _runner(runtime: str, **options: Any) -> Callable[[Path], Any]:
+    def open_it(path: Path) -> Any:
+        from partialnet.runtimes import open_runner
+
+        return open_runner(runtime, path, **options)
+
+    return open_it
+
+
+def _onnx(ctx: TargetContext) -> BuiltArtifact:
+    path, facts = ctx.onnx()
+    name = ctx.artifact_name(Target.ONNX)
+    return BuiltArtifact(Target.ONNX, path, name, facts, None, _runner("onnxruntime"))
+
+
+def _openvino(ctx: TargetContext) -> BuiltArtifact:
+    from partialnet.export.openvino_export import export_openvino
+
+    onnx_path, _ = ctx.onnx()
+    name = ctx.artifact_name(Target.OPENVINO)
+    staged = ctx.scratch / name
+    facts = export_openvino(
+        onnx_path,
+        staged,
+        metadata=ctx.metadata,
+        compress_to_fp16=ctx.options.precision is Precision.FP16,
+    )
+    precision = "fp16" if ctx.options.precision is Precision.FP16 else "fp32"
+    return BuiltArtifact(
+        Target.OPENVINO, staged, name, facts, None, _runner("openvino", precision=precision)
+    )
+
+
+def _trt_config(options: ExportOptions) -> Any:
+    from partialnet.export.tensorrt import TensorRTBuildConfig
+
+    return TensorRTBuildConfig(
+        compute_capability=options.trt_compute_capability,
+        workspace_mb=options.workspace_mb,
+        dynamic_batch=options.dynamic_batch,
+    )
+
+
+def _tensorrt(ctx: TargetContext) -> BuiltArtifact:
+    from partialnet.export.tensorrt import build_engine
+    from partialnet.runtimes.tensorrt import tensorrt_unavailable_reason
+
+    onnx_path, _ = ctx.onnx()
+    name = ctx.artifact_name(Target.TRT)
+    staged = ctx.scratch / name
+    facts = build_engine(onnx_path, staged, _trt_config(ctx.options), progress=None)
+    # Scratch paths mean nothing once the export is done.
+    facts.pop("engine", None)
+    facts["onnx"] = ctx.artifact_name(Target.ONNX)
+    if facts.get("timing_cache"):
+        facts["timing_cache"] = Path(facts["timing_cache"]).name
+    reason = tensorrt_unavailable_reason()
+    return BuiltArtifact(Target.TRT, staged, name, facts, reason, _runner("tensorrt"))
+
+
+def _coreml(ctx: TargetContext) -> BuiltArtifact:
+    from partialnet.export.coreml import coreml_unverified_reason, export_coreml
+
+    options = ctx.coreml
+    name = ctx.artifact_name(Target.COREML)
+    staged = ctx.scratch / name
+    # coremltools draws tqdm bars on stderr for every pass; the CLI has its own progress.
+    with contextlib.redirect_stderr(io.StringIO()):
+        facts = export_coreml(ctx.inference, staged, options, progress=None)
+    reason = coreml_unverified_reason()
+    if reason is None and (options.image_input or options.class_labels):
+        reason = "parity runs on the plain tensor-input CoreML model only"
+    return BuiltArtifact(Target.COREML, staged, name, facts, reason, _runner("coreml"))
+
+
+def _read_labels(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"cannot read class labels file {path}: {reason}") from exc
+
+
+_BUILDERS: dict[Target, Callable[[TargetContext], BuiltArtifact]] = {
+    Target.ONNX: _onnx,
+    Target.OPENVINO: _openvino,
+    Target.TRT: _tensorrt,
+    Target.COREML: _coreml,
+}
+
+
+def build_target(target: Target, ctx: TargetContext) -> BuiltArtifact:
+    return _BUILDERS[target](ctx)
