@@ -53,6 +53,8 @@ PROG = "partialnet-bench parity"
 RUNTIMES = tuple(r.value for r in Runtime)
 DEFAULT_RUNTIMES = ("onnxruntime", "openvino", "torch")
 PRECISIONS = tuple(p.value for p in Precision)
+DEFAULT_PRECISIONS = ("fp32", "fp16")  # int8 needs calibration images
+OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 
 def _positive(text: str) -> int:
@@ -78,7 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--precisions",
         type=comma_choices("precision", PRECISIONS),
-        help="of fp32,fp16 (default: both; with --artifacts, those its manifests list)",
+        help=f"of {','.join(PRECISIONS)} (default: fp32,fp16; with --artifacts, those its "
+        "manifests list; int8 needs --calibration-data)",
+    )
+    add(
+        "--ov-precision",
+        choices=OV_PRECISIONS,
+        default=None,
+        help="OpenVINO execution precision (default: the artifact's own, f32 for fp32 and int8)",
     )
     add(
         "--images",
@@ -110,7 +119,7 @@ def _plan(args: argparse.Namespace, sources: list[Source]) -> tuple[list[str], l
     if precisions is None and args.artifacts is not None:  # what the manifests hold
         held = {p for s in sources for (_, p) in s.given or {}}
         precisions = [p for p in PRECISIONS if p in held]
-    return runtimes, precisions or list(PRECISIONS)
+    return runtimes, precisions or list(DEFAULT_PRECISIONS)
 
 
 def _size_rank(source: Source) -> int:

@@ -27,9 +27,9 @@ PROG = "partialnet-bench parity"
 STALE_NOTE = "sha256 differs from manifest.json (the file changed after export)"
 
 
-def parity_inputs(chw: tuple[int, int, int], batch: int, images: int) -> np.ndarray:
-    """Exactly ``images`` of the export gate's seeded images (its stream for this batch)."""
-    return np.concatenate(list(gate.seeded_batches(chw, batch, images)))[:images]
+def source_images(source: Source, args: argparse.Namespace) -> gate.GateImages:
+    """The images every cell of ``source`` runs: the export gate's choice for the same data."""
+    return gate.noise_images(source.chw, args.batch, args.images)
 
 
 @torch.inference_mode()
@@ -52,47 +52,22 @@ def _torch_form(
     return inference
 
 
-def _infer_all(
-    runner: Any, inputs: np.ndarray, batch: int, batch_range: tuple[int, int]
-) -> np.ndarray:
-    """Every image through ``runner`` in batches it accepts; for a fixed-batch artifact the
-    last batch is padded with zeros whose outputs are dropped."""
-    lo, hi = batch_range
-    step = max(lo, min(batch, hi))
-    outs = []
-    for i in range(0, len(inputs), step):
-        x = inputs[i : i + step]
-        n = len(x)
-        if n < lo:
-            x = np.concatenate([x, np.zeros((lo - n, *x.shape[1:]), np.float32)])
-        outs.append(runner.infer(np.ascontiguousarray(x))[:n])
-    return np.concatenate(outs)
-
-
-def _runner_options(runtime: str, precision: str, threads: int | None) -> dict[str, Any]:
+def _runner_options(
+    runtime: str, precision: str, threads: int | None, ov_precision: str | None = None
+) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if runtime in ("torch", "openvino"):
-        options["precision"] = precision  # OpenVINO: the inference precision hint asked for
+    if runtime == "torch":
+        options["precision"] = precision
+    elif runtime == "openvino":
+        # The artifact's own precision (f32 for fp32 and for int8's unquantized ops), unless
+        # asked otherwise: OpenVINO's own choice is bf16 on some CPUs.
+        own = "fp16" if precision == Precision.FP16.value else "fp32"
+        options["precision"] = ov_precision or own
+    elif runtime == "onnxruntime":
+        options["spinning"] = False  # the cells follow torch's reference on the same cores
     if threads and runtime in ("torch", "onnxruntime", "openvino"):
         options["threads"] = threads
     return options
-
-
-def _violations(result: gate.ParityResult, finite: bool) -> str:
-    """Which of the gate's tolerances a failed cell broke, in words."""
-    why = [] if finite else ["non-finite outputs"]
-    if result.precision == Precision.FP32.value:
-        if result.max_rel > gate.FP32_MAX_REL:
-            why.append(f"max_rel {result.max_rel:.3g} > {gate.FP32_MAX_REL:g}")
-        if result.cosine < gate.FP32_MIN_COSINE:
-            why.append(f"cosine {result.cosine:.7f} < {gate.FP32_MIN_COSINE}")
-        return "; ".join(why)
-    if result.cosine < gate.FP16_MIN_COSINE:
-        why.append(f"cosine {result.cosine:.5f} < {gate.FP16_MIN_COSINE}")
-    if result.top1_agreement_within_ties < gate.FP16_MIN_TOP1:
-        top1 = result.top1_agreement_within_ties
-        why.append(f"top-1 {top1:.1%} (within fp16 ties) < {gate.FP16_MIN_TOP1:.0%}")
-    return "; ".join(why)
 
 
 def _finite(value: float) -> float | None:
@@ -102,11 +77,12 @@ def _finite(value: float) -> float | None:
 def run_cell(
     base: Cell,
     prepare: Any,
-    inputs: np.ndarray,
+    data: gate.GateImages,
     reference: np.ndarray,
     batch: int,
     threads: int | None,
     note: str | None = None,
+    ov_precision: str | None = None,
 ) -> Cell:
     """Open a runner on ``prepare()``'s artifact, run every image, judge against ``reference``."""
     started, cpu = time.perf_counter(), time.process_time()
@@ -114,11 +90,18 @@ def run_cell(
     try:
         artifact = prepare()
         cell.artifact = str(artifact) if isinstance(artifact, Path) else None
-        options = _runner_options(base.runtime, base.precision, threads)
+        options = _runner_options(base.runtime, base.precision, threads, ov_precision)
         with open_runner(base.runtime, artifact, **options) as runner:
             info = runner.info()
-            out = _infer_all(runner, inputs, batch, info.batch_range)
-        result = gate.compare(reference, out, Precision(base.precision))
+            out = gate.infer_in_batches(runner.infer, data.images, batch, info.batch_range)
+        result = gate.compare(
+            reference,
+            out,
+            Precision(base.precision),
+            labels=data.labels,
+            inputs=data.source,
+            dataset=data.dataset,
+        )
     except (RuntimeUnavailableError, MissingDependencyError) as exc:
         cell.status, cell.reason = "unavailable", f"cannot run here: {one_line(exc)}"
     except Exception as exc:  # a broken artifact or a bug: reported, and the exit code is 1
@@ -127,11 +110,15 @@ def run_cell(
         cell.status = "pass" if result.passed else "fail"
         cell.max_abs, cell.max_rel = _finite(result.max_abs), _finite(result.max_rel)
         cell.cosine, cell.top1_agreement = _finite(result.cosine), result.top1_agreement
-        cell.top1_agreement_within_ties = result.top1_agreement_within_ties
+        cell.top1_agreement_lenient = result.top1_agreement_lenient
+        cell.min_image_cosine = _finite(result.min_image_cosine)
         cell.images, cell.runner_precision = result.images, info.precision
-        why = "" if result.passed else _violations(result, bool(np.isfinite(out).all()))
-        if info.precision != base.precision:  # e.g. an fp16 IR on a CPU without fp16
-            note = "; ".join(filter(None, [note, f"the runtime computed in {info.precision}"]))
+        cell.inputs, cell.accuracy = result.inputs, result.accuracy
+        why = "; ".join(result.failed_rules)
+        computed = info.precision
+        if computed != base.precision and not (base.precision == "int8" and computed == "fp32"):
+            # e.g. an fp16 IR that OpenVINO ran in bf16 or f32
+            note = "; ".join(filter(None, [note, f"the runtime computed in {computed}"]))
         cell.reason = "; ".join(r for r in (why, note) if r) or None
     cell.seconds = round(time.perf_counter() - started, 2)
     cell.cpu_seconds = round(time.process_time() - cpu, 2)
@@ -171,9 +158,12 @@ def run_source(
     }
     eager = source.eager if source.eager is not None else source.spec.build()
     source.eager = None  # one model in memory at a time
-    inputs = parity_inputs(source.chw, args.batch, args.images)
-    progress.say(f"{source.label}: eager fp32 reference on {len(inputs)} images {source.chw}")
-    reference = reference_outputs(eager, inputs, args.batch)
+    data = source_images(source, args)
+    progress.say(
+        f"{source.label}: eager fp32 reference on {len(data.images)} images of {data.source} "
+        f"{source.chw}"
+    )
+    reference = reference_outputs(eager, data.images, args.batch)
     timing["reference_seconds"] = round(time.perf_counter() - started, 2)
     timing["reference_cpu_seconds"] = round(time.process_time() - cpu, 2)
     fingerprint = weights_fingerprint(eager) if source.given is None else ""
@@ -186,7 +176,11 @@ def run_source(
 
     def measure(runtime: str, precision: str, prepare: Any, note: str | None = None) -> None:
         base = Cell(source.label, runtime, precision, "error")
-        done(run_cell(base, prepare, inputs, reference, args.batch, args.threads, note))
+        done(
+            run_cell(
+                base, prepare, data, reference, args.batch, args.threads, note, args.ov_precision
+            )
+        )
 
     if "torch" in runtimes:  # first: they need no export, which meanwhile runs in the worker
         for precision in precisions:

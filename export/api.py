@@ -48,7 +48,7 @@ from partialnet.export.options import (
     parse_precision,
     parse_targets,
 )
-from partialnet.export.parity import run_parity, unverified
+from partialnet.export.parity import noise_images, run_parity, unverified
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
 from partialnet.inference import to_fp16
 from partialnet.reparam import reparameterize
@@ -146,6 +146,8 @@ def export(
         dynamic_batch=opts.dynamic_batch,
         checkpoint=source.checkpoint,
     )
+    shape = (source.eager.cfg.in_chans, *size)
+    gate_images = noise_images(shape, opts.sample_batch)
     checked: list[_Checked] = []
     try:
         with tempfile.TemporaryDirectory(prefix=".partialnet-export-", dir=out_dir) as scratch:
@@ -158,6 +160,7 @@ def export(
                 stem=stem,
                 say=say,
                 coreml=coreml,
+                gate_images=gate_images,
             )
             try:
                 for index, target in enumerate(opts.targets, 1):
@@ -205,11 +208,15 @@ def _verify(
     if built.unverified_reason:
         say(f"      {target}: not verified here: {built.unverified_reason}")
         return unverified(built.unverified_reason)
-    shape = (ctx.inference.cfg.in_chans, *ctx.inference.input_size)
     try:
         with built.open_runner(built.staged) as runner:
             result = run_parity(
-                reference, runner.infer, shape, ctx.options.sample_batch, ctx.options.precision
+                reference,
+                runner.infer,
+                ctx.gate_images,
+                ctx.options.sample_batch,
+                ctx.options.precision,
+                runner.info().batch_range,
             )
     except PartialNetError:
         raise

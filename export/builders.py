@@ -34,6 +34,7 @@ class TargetContext:
     stem: str
     say: Callable[[str], None]
     coreml: Any = None  # CoreMLOptions, validated up front by check_target_options
+    gate_images: Any = None  # parity.GateImages the gate runs on
     _onnx: tuple[Path, dict[str, Any]] | None = field(default=None, init=False)
 
     def artifact_name(self, target: Target) -> str:
@@ -136,7 +137,10 @@ def _runner(runtime: str, **options: Any) -> Callable[[Path], Any]:
 def _onnx(ctx: TargetContext) -> BuiltArtifact:
     path, facts = ctx.onnx()
     name = ctx.artifact_name(Target.ONNX)
-    return BuiltArtifact(Target.ONNX, path, name, facts, None, _runner("onnxruntime"))
+    # Spinning off: the gate runs right after torch's reference, on the same cores.
+    return BuiltArtifact(
+        Target.ONNX, path, name, facts, None, _runner("onnxruntime", spinning=False)
+    )
 
 
 def _openvino(ctx: TargetContext) -> BuiltArtifact:

@@ -20,6 +20,7 @@ class Target(str, enum.Enum):
 class Precision(str, enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
+    INT8 = "int8"  # needs calibration images
 
 
 # Export order: OpenVINO and TensorRT are built from the ONNX, so it comes first.
@@ -65,7 +66,8 @@ def parse_precision(text: str | Precision) -> Precision:
     try:
         return Precision(str(getattr(text, "value", text)).lower())
     except ValueError:
-        raise UsageError(f"unknown precision '{text}'; valid: fp32, fp16") from None
+        valid = ", ".join(p.value for p in Precision)
+        raise UsageError(f"unknown precision '{text}'; valid: {valid}") from None
 
 
 def parse_dynamic_batch(text: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
