@@ -34,6 +34,8 @@ SUBCOMMANDS = {"parity": "partialnet.bench.parity"}
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
 RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
 RUNTIME_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
+PRECISIONS = ("fp32", "fp16", "int8")
+OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 
 class _Skip(Exception):
@@ -50,6 +52,7 @@ class Job:
     artifact: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     skip: str | None = None
+    ov_precision: str | None = None  # OpenVINO execution precision; None: the artifact's own
 
     @property
     def runtime(self) -> Runtime:
@@ -90,6 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("bench-results"), help="output directory")
     p.add_argument("--compare", type=Path, metavar="REPORT", help="ratios to it")
     p.add_argument("--peak-gemm", type=_int_at_least(0), default=2048, help="GEMM side; 0: none")
+    p.add_argument(
+        "--precisions",
+        type=comma_choices("precision", PRECISIONS),
+        default=["fp32"],
+        help="artifact precisions to export and time with --variant (torch runs fp32): "
+        f"of {','.join(PRECISIONS)}; int8 needs --calibration-data",
+    )
+    p.add_argument(
+        "--ov-precision",
+        type=comma_choices("OpenVINO precision", OV_PRECISIONS),
+        default=None,
+        help="OpenVINO execution precision(s), one row each, e.g. fp32,bf16 (default: the "
+        "artifact's own; 'auto' is OpenVINO's choice for this CPU)",
+    )
+    p.add_argument(
+        "--calibration-data",
+        type=Path,
+        metavar="DIR",
+        help="images to calibrate int8 exports with (a folder, searched recursively)",
+    )
     return p
 
 
@@ -130,8 +153,8 @@ def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any)
         if name in ("torch", TORCH_INFERENCE):
             why = None if model else f"{manifest and manifest.get('variant')!r} is not a variant"
             jobs.append(Job(name, chw, artifact=model, skip=why))
-        elif manifest is None:
-            jobs.append(Job(name, chw))  # exported when its turn comes
+        elif manifest is None:  # exported when its turn comes, one precision at a time
+            jobs += [Job(name, chw, precision) for precision in args.precisions]
         else:
             mine = [e for e in entries if TARGET_RUNTIME.get(e["target"]) == name]
             for e in mine:
@@ -142,7 +165,35 @@ def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any)
             if not mine:
                 why = f"no {RUNTIME_TARGET[name]} artifact in {args.artifacts}/manifest.json"
                 jobs.append(Job(name, chw, skip=why))
-    return jobs
+    return [j for job in jobs for j in _per_ov_precision(job, args.ov_precision)]
+
+
+def _per_ov_precision(job: Job, ov_precisions: list[str] | None) -> list[Job]:
+    """An OpenVINO job once per execution precision asked for (the artifact's own if none)."""
+    if job.runtime is not Runtime.OPENVINO or not ov_precisions:
+        return [job]
+    return [
+        Job(job.name, job.input_chw, job.precision, job.artifact, dict(job.extra), job.skip, p)
+        for p in ov_precisions
+    ]
+
+
+def _runner_options(job: Job, threads: int | None) -> dict[str, Any]:
+    """Each runtime as its users run it: ONNX Runtime with its default spinning (one runtime
+    runs at a time here); OpenVINO at the execution precision asked for, else the artifact's."""
+    options: dict[str, Any] = {"threads": threads} if threads else {}
+    if job.runtime is Runtime.OPENVINO:
+        own = "fp16" if job.precision == "fp16" else "fp32"
+        options["precision"] = job.ov_precision or own
+    return options
+
+
+def precision_label(artifact: str, computed: str) -> str:
+    """'fp16', or 'fp32 as bf16' where the runtime computed otherwise than the artifact
+    says (int8 artifacts run their unquantized ops in fp32 unless said otherwise)."""
+    if computed == artifact or (artifact == "int8" and computed == "fp32"):
+        return artifact
+    return f"{artifact} as {computed}"
 
 
 def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
@@ -160,11 +211,19 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
             f"timing {job.name} from --variant needs partialnet.export.export ({exc}); "
             "export with partialnet-export and pass --artifacts DIR"
         ) from exc
-    target, out, batch = RUNTIME_TARGET[job.name], run.tmp / job.name, max(run.args.batch)
+    target, batch = RUNTIME_TARGET[job.name], max(run.args.batch)
+    out = run.tmp / f"{job.name}-{job.precision}"
     dynamic = (1, batch, batch) if batch > 1 else None  # so that every requested batch fits
     hw = tuple(job.input_chw[1:])  # verify=False: checking parity is `parity`'s job, not ours
     export(
-        run.model, targets=[target], output_dir=out, imgsz=hw, dynamic_batch=dynamic, verify=False
+        run.model,
+        targets=[target],
+        precision=job.precision,
+        output_dir=out,
+        imgsz=hw,
+        dynamic_batch=dynamic,
+        verify=False,
+        **({"calibration_data": run.args.calibration_data} if job.precision == "int8" else {}),
     )
     for e in read_verified_manifest(out)["artifacts"]:
         if e["target"] == target:
@@ -182,14 +241,22 @@ def _run_job(run: Run, job: Job, peaks: PeakGemm, progress: ProgressLine) -> Non
         artifact, extra = _prepare(run, job)
         peak = peaks.get(job.runtime.value)  # before the runner opens: one thing at a time
         rss_before = current_rss_mb()
-        options = {"threads": args.threads} if args.threads else {}
+        options = _runner_options(job, args.threads)
         with run.open_runner(job.runtime, artifact, **options) as runner:
             info = runner.info()
-            run.runners[job.name] = info.to_dict()
+            run.runners[f"{job.name}/{job.precision}/{info.precision}"] = info.to_dict()
             extra |= {"threads": args.threads, "device": info.device, "provider": info.provider}
+            extra |= {"artifact_precision": job.precision, "computed_in": info.precision}
+            if "allow_spinning" in info.extra:
+                extra["spinning"] = info.extra["allow_spinning"]
             chw = job.input_chw
             for c in measure_runner(runner, args.batch, chw, progress, job.name, **timing):
-                key = (job.name, run.variant, info.precision, c.batch)
+                key = (
+                    job.name,
+                    run.variant,
+                    precision_label(job.precision, info.precision),
+                    c.batch,
+                )
                 if c.measurement is None:
                     cells.append(skipped_cell(*key, c.skipped or "", **extra))
                     continue
