@@ -37,6 +37,7 @@ from partialnet.export.files import (
     sha256_path,
     size_bytes,
 )
+from partialnet.export.inputs import load_inputs
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
@@ -48,7 +49,7 @@ from partialnet.export.options import (
     parse_precision,
     parse_targets,
 )
-from partialnet.export.parity import noise_images, run_parity, unverified
+from partialnet.export.parity import run_parity, unverified
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
 from partialnet.inference import to_fp16
 from partialnet.reparam import reparameterize
@@ -101,9 +102,16 @@ def export(
     coreml_min_target: str = "iOS16",
     coreml_image_input: bool = False,
     coreml_class_labels: str | Path | None = None,
+    eval_data: str | Path | None = None,
+    calibration_data: str | Path | None = None,
+    calibration_images: int = 300,
     progress: Progress | None = None,
 ) -> Manifest:
     """Export to every requested target; returns the manifest (also written to disk).
+
+    ``eval_data`` (a labelled ImageFolder) and ``calibration_data`` (any image folder) are
+    what the gate checks on (see ``partialnet.export.inputs``); with labels every verified
+    record gains its accuracy. int8 needs ``calibration_data``.
 
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an
     artifact could not be produced (those that passed before it are placed, earlier ones
@@ -132,6 +140,17 @@ def export(
         say(f"warning: {RANDOM_WEIGHTS_NOTE}")
     size = opts.input_size or source.eager.cfg.meta.input_size
     opts = replace(opts, input_size=size, in_chans=source.eager.cfg.in_chans)
+    if eval_data is not None or calibration_data is not None:
+        say("reading and preprocessing the image folders")
+    inputs = load_inputs(
+        source.eager.cfg.meta,
+        (opts.in_chans, *size),
+        opts.precision,
+        opts.sample_batch,
+        eval_data=eval_data,
+        calibration_data=calibration_data,
+        calibration_images=calibration_images,
+    )
     out_dir = prepare_output_dir(Path(output_dir or Path("exports") / source.variant))
 
     say(f"reparameterize: {source.variant} -> inference form at {size[0]}x{size[1]}")
@@ -145,9 +164,8 @@ def export(
         batch=opts.batch,
         dynamic_batch=opts.dynamic_batch,
         checkpoint=source.checkpoint,
+        extra={"preprocessing": inputs.record["preprocessing"]},
     )
-    shape = (source.eager.cfg.in_chans, *size)
-    gate_images = noise_images(shape, opts.sample_batch)
     checked: list[_Checked] = []
     try:
         with tempfile.TemporaryDirectory(prefix=".partialnet-export-", dir=out_dir) as scratch:
@@ -160,7 +178,8 @@ def export(
                 stem=stem,
                 say=say,
                 coreml=coreml,
-                gate_images=gate_images,
+                gate_images=inputs.gate,
+                calibration=inputs.calibration,
             )
             try:
                 for index, target in enumerate(opts.targets, 1):
@@ -172,9 +191,9 @@ def export(
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
-                _place_passed(checked, out_dir, source, opts, say)
+                _place_passed(checked, out_dir, source, opts, say, inputs.record)
                 raise
-            manifest = _place_passed(checked, out_dir, source, opts, say)
+            manifest = _place_passed(checked, out_dir, source, opts, say, inputs.record)
     except OSError as exc:  # the scratch directory itself (creation or clean-up)
         raise ExportFailure(describe_os_error(exc, "writing scratch files", out_dir)) from exc
     rejected = [c for c in checked if not c.passed]
@@ -243,6 +262,7 @@ def _record(item: _Checked, sha256: str, size: int, opts: ExportOptions) -> Arti
         parity=item.parity,
         status="ok" if item.passed else "failed",
         details=item.built.details,
+        accuracy=item.parity.get("accuracy"),  # type: ignore[arg-type]
     )
 
 
@@ -252,10 +272,12 @@ def _place_passed(
     source: ExportSource,
     opts: ExportOptions,
     say: Progress,
+    data: dict[str, object],
 ) -> Manifest:
     """Move every artifact that passed (or cannot be verified here) into place, recording
     each in the manifest as soon as it is there."""
     manifest = _start_manifest(out_dir, source, opts)
+    manifest.data = data
     for item in checked:
         if not item.passed:
             continue

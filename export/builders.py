@@ -35,6 +35,7 @@ class TargetContext:
     say: Callable[[str], None]
     coreml: Any = None  # CoreMLOptions, validated up front by check_target_options
     gate_images: Any = None  # parity.GateImages the gate runs on
+    calibration: Any = None  # N x C x H x W float32 int8 calibration images, else None
     _onnx: tuple[Path, dict[str, Any]] | None = field(default=None, init=False)
 
     def artifact_name(self, target: Target) -> str:

@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--target", default="onnx", help="comma-separated onnx, openvino, coreml, trt, or all"
     )
-    out.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    out.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "int8"],
+        help="int8 needs --calibration-data",
+    )
     out.add_argument(
         "--imgsz",
         metavar="H[,W]",
@@ -69,6 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="print the traceback of a failure (also PARTIALNET_DEBUG=1)",
+    )
+    data = p.add_argument_group("images (checked and preprocessed before anything is written)")
+    data.add_argument(
+        "--eval-data",
+        metavar="DIR",
+        default=None,
+        help="labelled images (one sub-folder per class, sorted names = class indices): the "
+        "gate checks on them and the manifest gains each artifact's top-1/top-5",
+    )
+    data.add_argument(
+        "--calibration-data",
+        metavar="DIR",
+        default=None,
+        help="any folder of images (searched recursively): calibrates int8, and is what the "
+        "gate checks on when there are no eval images (default: seeded noise)",
+    )
+    data.add_argument(
+        "--calibration-images",
+        type=int,
+        default=300,
+        metavar="N",
+        help="a seeded sample of this many calibration images",
     )
     trt = p.add_argument_group("TensorRT")
     trt.add_argument(
@@ -107,10 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _verdict(a: ArtifactRecord) -> str:
     if a.parity.get("status") == "unverified":
         return f"unverified: {a.parity['reason']}"
-    return ("pass" if a.status == "ok" else "FAIL") + (
+    text = ("pass" if a.status == "ok" else "FAIL") + (
         f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}, "
-        f"top-1 {a.parity['top1_agreement']:.0%})"
+        f"top-1 agreement {a.parity['top1_agreement']:.1%}"
     )
+    accuracy = a.accuracy or a.parity.get("accuracy")
+    if accuracy:
+        text += (
+            f", accuracy {accuracy['top1']:.2%} top-1 / {accuracy['top5']:.2%} top-5, eager "
+            f"fp32 {accuracy['reference_top1']:.2%}"
+        )
+    if a.parity.get("inputs"):
+        text += f"; {a.parity['images']} {a.parity['inputs']}"
+    return text + ")"
 
 
 def _table(records: list[ArtifactRecord]) -> str:
@@ -156,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             coreml_min_target=args.coreml_min_target,
             coreml_image_input=args.coreml_image_input,
             coreml_class_labels=args.coreml_labels,
+            eval_data=args.eval_data,
+            calibration_data=args.calibration_data,
+            calibration_images=args.calibration_images,
             progress=progress,
         )
         print(_table(_asked(manifest, _targets(args.target))))

@@ -25,6 +25,8 @@ class ArtifactRecord:
     parity: dict[str, Any]
     status: str = "ok"  # "ok" or "failed" (parity violation)
     details: dict[str, Any] = field(default_factory=dict)
+    # With labelled eval images: dataset, images, top1, top5, reference_top1, top1_agreement.
+    accuracy: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -38,6 +40,8 @@ class Manifest:
     versions: dict[str, str]
     input_size: list[int]
     artifacts: list[ArtifactRecord] = field(default_factory=list)
+    # How inputs are preprocessed, and which images the latest export checked and calibrated on.
+    data: dict[str, Any] = field(default_factory=dict)
 
     def add(self, record: ArtifactRecord) -> None:
         """Add or replace the record for the same target, precision and file."""
@@ -51,6 +55,7 @@ class Manifest:
             "checkpoint": self.checkpoint,
             "versions": self.versions,
             "input_size": self.input_size,
+            "data": self.data,
         }
 
     def write(self, directory: Path) -> Path:
@@ -78,6 +83,7 @@ def load_manifest(directory: Path) -> Manifest | None:
             data.get("versions", {}),
             data.get("input_size", []),
             records,
+            data.get("data") or {},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
