@@ -11,7 +11,10 @@ from partialnet.config import ModelMeta, PartialNetConfig, get_config, list_vari
 from partialnet.errors import (
     CheckpointError,
     CheckpointMismatchError,
+    ClassCountError,
     ConfigError,
+    DataError,
+    ImageReadError,
     InputShapeError,
     MissingDependencyError,
     PartialNetError,
@@ -19,17 +22,23 @@ from partialnet.errors import (
     UnsafeCheckpointError,
     UsageError,
 )
+from partialnet.images import LabelledImages, calibration_images, labelled_folder
 from partialnet.model import PartialNet, create_model
 from partialnet.reparam import reparameterize
+from partialnet.transform import preprocess, preprocess_batch, preprocessing_record
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
+    "ClassCountError",
     "Complexity",
     "ConfigError",
+    "DataError",
+    "ImageReadError",
     "InputShapeError",
+    "LabelledImages",
     "MissingDependencyError",
     "ModelMeta",
     "PartialNet",
@@ -39,10 +48,15 @@ __all__ = [
     "UnsafeCheckpointError",
     "UsageError",
     "__version__",
+    "calibration_images",
     "complexity",
     "create_model",
     "get_config",
+    "labelled_folder",
     "list_variants",
     "load_checkpoint",
+    "preprocess",
+    "preprocess_batch",
+    "preprocessing_record",
     "reparameterize",
 ]
