@@ -8,6 +8,7 @@ Only torch is needed to import this package; exporters, runtimes and benchmarks 
 from partialnet.checkpoint import load_checkpoint
 from partialnet.complexity import Complexity, complexity
 from partialnet.config import ModelMeta, PartialNetConfig, get_config, list_variants
+from partialnet.data import ImageBatch, calibration_data, eval_data
 from partialnet.errors import (
     CheckpointError,
     CheckpointMismatchError,
@@ -36,6 +37,7 @@ __all__ = [
     "Complexity",
     "ConfigError",
     "DataError",
+    "ImageBatch",
     "ImageReadError",
     "InputShapeError",
     "LabelledImages",
@@ -48,9 +50,11 @@ __all__ = [
     "UnsafeCheckpointError",
     "UsageError",
     "__version__",
+    "calibration_data",
     "calibration_images",
     "complexity",
     "create_model",
+    "eval_data",
     "get_config",
     "labelled_folder",
     "list_variants",
