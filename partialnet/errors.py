@@ -50,3 +50,15 @@ def missing_dependency(module: str, extra: str, purpose: str) -> MissingDependen
         f"{purpose} needs the '{module}' package, which is not installed: "
         f"pip install 'partialnet-export[{extra}]'"
     )
+
+
+class DataError(UsageError):
+    """An image folder that cannot be used: missing, without images, or of the wrong layout."""
+
+
+class ImageReadError(DataError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+class ClassCountError(DataError):
+    """A labelled folder whose class sub-folders do not match the model's classes."""

@@ -65,3 +65,33 @@ def set_dpconv_splits(model: nn.Module, c_divs: list[int]) -> list[int]:
 def t0_random() -> nn.Module:
     torch.manual_seed(0)
     return randomize(partialnet.create_model("t0")).eval()
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# PartialNet t0 trained on scikit-learn's digits at 64 px by
+# `python -m partialnet.bench.train_digits` (seed 0, 30 epochs, test_crop_ratio 0.875).
+DIGITS_CHECKPOINT = FIXTURES / "digits_t0_64.ckpt"
+
+
+@pytest.fixture(scope="session")
+def digits_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(train, val) ImageFolder folders of scikit-learn's digits as 64x64 RGB PNGs."""
+    pytest.importorskip("sklearn", reason="the digits need scikit-learn (the test extra)")
+    from partialnet.bench.datasets import write_digits_folders
+
+    return write_digits_folders(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-image's bundled photographs as PNG/JPEG files (grayscale ones kept gray)."""
+    pytest.importorskip("skimage", reason="the photographs need scikit-image (the test extra)")
+    from partialnet.bench.datasets import write_photo_folder
+
+    return write_photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint() -> Path:
+    """The trained digits model in the authors' Lightning layout."""
+    return DIGITS_CHECKPOINT
