@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--images",
         type=_positive,
         default=gate.PARITY_IMAGES,
-        help="seeded images per cell (default %(default)s, as the export gate)",
+        help="seeded noise images per cell without image folders (default %(default)s, as "
+        "the export gate)",
     )
     add("--batch", type=_positive, default=8, help="batch size (default %(default)s)")
     add("--threads", type=_positive, help="threads per runtime (default: each runtime's own)")
@@ -103,6 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         help="weights (repeatable); the variant comes from it",
+    )
+    add(
+        "--eval-data",
+        type=Path,
+        help="labelled images (ImageFolder layout): every cell runs them and reports "
+        "accuracy beside the eager fp32 model's",
+    )
+    add(
+        "--calibration-data",
+        type=Path,
+        help="any folder of images: what the cells run without --eval-data (instead of "
+        "seeded noise), and int8's calibration images",
+    )
+    add(
+        "--calibration-images",
+        type=_positive,
+        default=300,
+        help="a seeded sample of this many calibration images (default %(default)s)",
     )
     add(
         "--artifacts",
@@ -122,6 +141,21 @@ def _plan(args: argparse.Namespace, sources: list[Source]) -> tuple[list[str], l
     return runtimes, precisions or list(DEFAULT_PRECISIONS)
 
 
+def _check_folders(sources: list[Source], args: argparse.Namespace) -> None:
+    """Refuse unusable image folders before the first cell runs (one line, exit 2)."""
+    from partialnet.images import calibration_images, labelled_folder
+
+    if args.eval_data is not None:
+        for source in sources:
+            if source.eager is not None:
+                classes = source.eager.cfg.num_classes
+            else:
+                classes = partialnet.get_config(str(source.spec.variant)).num_classes
+            labelled_folder(args.eval_data, num_classes=classes)
+    if args.calibration_data is not None:
+        calibration_images(args.calibration_data, args.calibration_images)
+
+
 def _size_rank(source: Source) -> int:
     """The variant's place in t0 < t1 < t2 < s < m < l (list_variants' order)."""
     variants = partialnet.list_variants()
@@ -139,6 +173,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         ) from None
     environment = collect_environment(args.threads, ["partialnet-bench", "parity", *argv])
     sources = sources_from_args(args)
+    _check_folders(sources, args)
     runtimes, precisions = _plan(args, sources)
     here = {r: reason for r, reason in available_runtimes().items() if r in runtimes}
     progress = Progress(len(sources) * len(runtimes) * len(precisions))

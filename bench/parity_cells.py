@@ -27,9 +27,27 @@ PROG = "partialnet-bench parity"
 STALE_NOTE = "sha256 differs from manifest.json (the file changed after export)"
 
 
-def source_images(source: Source, args: argparse.Namespace) -> gate.GateImages:
-    """The images every cell of ``source`` runs: the export gate's choice for the same data."""
-    return gate.noise_images(source.chw, args.batch, args.images)
+def source_images(
+    source: Source, meta: Any, precisions: list[str], args: argparse.Namespace
+) -> gate.GateImages:
+    """The images every cell of ``source`` runs, chosen as the export gate chooses: eval
+    images, else calibration images (held out from int8 calibration when int8 is among the
+    precisions, so every precision is checked on the same images), else seeded noise."""
+    from partialnet.export.inputs import load_inputs
+
+    wanted = Precision.INT8 if "int8" in precisions else Precision.FP32
+    if args.eval_data is None and args.calibration_data is None:
+        return gate.noise_images(source.chw, args.batch, args.images)
+    inputs = load_inputs(
+        meta,
+        source.chw,
+        wanted,
+        args.batch,
+        eval_data=args.eval_data,
+        calibration_data=args.calibration_data,
+        calibration_images=args.calibration_images,
+    )
+    return inputs.gate
 
 
 @torch.inference_mode()
@@ -158,7 +176,7 @@ def run_source(
     }
     eager = source.eager if source.eager is not None else source.spec.build()
     source.eager = None  # one model in memory at a time
-    data = source_images(source, args)
+    data = source_images(source, eager.cfg.meta, precisions, args)
     progress.say(
         f"{source.label}: eager fp32 reference on {len(data.images)} images of {data.source} "
         f"{source.chw}"

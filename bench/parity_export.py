@@ -31,8 +31,13 @@ def export_job(
     groups: list[tuple[list[str], dict[str, Any]]],
     chw: tuple[int, int, int],
     out_dir: str,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Runs in the worker: export every group; target -> path, or (status, reason)."""
+    """Runs in the worker: export every group; target -> path, or (status, reason).
+
+    ``data`` (eval_data, calibration_data, calibration_images) goes to int8 exports, which
+    calibrate on the same seeded sample, minus the same held-out images, as the cells check.
+    """
     from partialnet.export import export
     from partialnet.export.source import RANDOM_WEIGHTS_NOTE
 
@@ -63,6 +68,7 @@ def export_job(
                 output_dir=out_dir,
                 progress=say,
                 **shape,
+                **((data or {}) if precision == "int8" else {}),
             )
         except MissingDependencyError as exc:
             found |= dict.fromkeys(targets, ("unavailable", f"cannot run here: {one_line(exc)}"))
@@ -108,12 +114,17 @@ class Exporter:
         if "coreml" in runtimes:  # CoreML takes a fixed batch only
             groups.append((["coreml"], {"batch": batch}))
         groups = [g for g in groups if g[0]]
+        data = {
+            "eval_data": args.eval_data,
+            "calibration_data": args.calibration_data,
+            "calibration_images": args.calibration_images,
+        }
         context = multiprocessing.get_context("spawn")  # never fork a process running torch
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
         for source in todo:
             out_dir = str(args.output / "artifacts" / source.label)
             for precision in precisions:
-                job = (source.label, source.spec, precision, groups, source.chw, out_dir)
+                job = (source.label, source.spec, precision, groups, source.chw, out_dir, data)
                 self.jobs[(source.label, precision)] = self.pool.submit(export_job, *job)
 
     def get(

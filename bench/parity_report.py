@@ -139,19 +139,24 @@ def to_markdown(report: dict[str, Any], runtimes: list[str]) -> str:
     cells = [Cell(**c) for c in report["cells"]]
     rows, notes = _matrix(cells, runtimes)
     tol = report["tolerances"]
-    fp32, fp16 = tol["fp32"], tol["fp16"]
+    fp32, fp16, int8 = tol["fp32"], tol["fp16"], tol["int8"]
+    inputs = sorted({c.inputs for c in cells if c.inputs})
     return "\n".join(
         [
             "# PartialNet parity matrix",
             "",
-            f"Every runtime against {tol['reference']}; inputs: {tol['inputs']}.",
+            f"Every runtime against {tol['reference']}; inputs: {tol['inputs']}. This run: "
+            f"{', '.join(inputs) or '-'}.",
             "",
             f"{summary(cells)}.",
             "",
             f"- fp32: {fp32['rule']} (max_rel {fp32['max_rel']:g}, "
             f"min_cosine {fp32['min_cosine']})",
             f"- fp16: {fp16['rule']} (min_cosine {fp16['min_cosine']}, "
-            f"min_top1_agreement {fp16['min_top1_agreement']:.0%}, tie_rel {fp16['tie_rel']:.3g})",
+            f"min_top1_agreement {fp16['min_top1_agreement']:.0%})",
+            f"- int8: {int8['rule']} (max_top1_drop {int8['max_top1_drop']:.0%}, "
+            f"min_top1_agreement {int8['min_top1_agreement']:.0%}, "
+            f"min_image_cosine {int8['min_image_cosine']})",
             "",
             "| variant/precision | " + " | ".join(runtimes) + " |",
             "| --- |" + " --- |" * len(runtimes),
