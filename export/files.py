@@ -4,7 +4,6 @@ under the final name, and never replaces a good earlier artifact."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -12,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from partialnet.export.errors import OutputPathError
+
+# Re-exported: one digest helper for checkpoints and artifacts (partialnet cannot import export).
+from partialnet.files import sha256_path as sha256_path
 
 
 def prepare_output_dir(path: Path) -> Path:
@@ -94,19 +96,6 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and bytes, sorted)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def size_bytes(path: Path) -> int:
