@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import shared_fixture
+from conftest import fixture_path
 
 from partialnet.export import cli
 from partialnet.export.onnx_export import FORBIDDEN_OPS
@@ -139,9 +139,9 @@ def test_fp16_onnx_keeps_sensitive_ops_in_fp32(tmp_path: Path) -> None:
 
 
 def test_upstream_checkpoint_reproduces_authors_logits(tmp_path: Path) -> None:
-    ckpt = shared_fixture("upstream_t0_224.ckpt")
-    x = np.load(shared_fixture("upstream_t0_224_input.npy"))
-    ref = np.load(shared_fixture("upstream_t0_224_logits.npy"))
+    ckpt = fixture_path("upstream_t0_224.ckpt")
+    x = np.load(fixture_path("upstream_t0_224_input.npy"))
+    ref = np.load(fixture_path("upstream_t0_224_logits.npy"))
     assert (
         run_cli(
             "--checkpoint", str(ckpt), "--target", "all", "--batch", "2", "--output", str(tmp_path)
@@ -180,7 +180,7 @@ def test_bad_usage_exits_2(args, fragment, tmp_path: Path, capsys) -> None:
 
 
 def test_corrupt_checkpoint_exits_2(tmp_path: Path, capsys) -> None:
-    good = shared_fixture("upstream_t0_224.ckpt").read_bytes()
+    good = fixture_path("upstream_t0_224.ckpt").read_bytes()
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(good[: len(good) // 2])
     assert run_cli("--checkpoint", str(bad), "--output", str(tmp_path / "out")) == 2

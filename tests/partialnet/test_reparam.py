@@ -175,12 +175,12 @@ def test_backbone_inference_form() -> None:
 
 def test_upstream_checkpoint_in_inference_form() -> None:
     import numpy as np
-    from conftest import shared_fixture
+    from conftest import fixture_path
 
-    model = partialnet.load_checkpoint(shared_fixture("upstream_t0_224.ckpt"))
+    model = partialnet.load_checkpoint(fixture_path("upstream_t0_224.ckpt"))
     fast = partialnet.reparameterize(model)
-    x = torch.from_numpy(np.load(shared_fixture("upstream_t0_224_input.npy")))
-    ref = np.load(shared_fixture("upstream_t0_224_logits.npy"))
+    x = torch.from_numpy(np.load(fixture_path("upstream_t0_224_input.npy")))
+    ref = np.load(fixture_path("upstream_t0_224_logits.npy"))
     with torch.no_grad():
         out = fast(x).numpy()
     # The issue's bound: the authors' logits within 1e-4 relative to their max magnitude.
