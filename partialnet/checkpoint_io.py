@@ -11,8 +11,8 @@ dict and ``argparse.Namespace`` as an inert stand-in, so neither Lightning nor a
 file names is imported. Any other global aborts the load before it is called; there is no
 fallback to an unrestricted load.
 
-Why this and not our own restricted ``pickle.Unpickler`` (an allow-list in ``find_class``,
-which this module used before), measured with torch 2.13:
+Why this and not a restricted ``pickle.Unpickler`` of our own (an allow-list in
+``find_class`` handed to torch.load as ``pickle_module``), measured with torch 2.13:
 - both refuse every malicious pickle in tests/partialnet/test_checkpoint.py (``os.system``,
   ``eval``) before anything runs, and both read the authors' fixture (its hyper_parameters
   are a plain dict), faked Lightning AttributeDict/Namespace hyper-parameters and protocol-2
