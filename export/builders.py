@@ -186,7 +186,8 @@ def _tensorrt(ctx: TargetContext) -> BuiltArtifact:
     if facts.get("timing_cache"):
         facts["timing_cache"] = Path(facts["timing_cache"]).name
     reason = tensorrt_unavailable_reason()
-    return BuiltArtifact(Target.TRT, staged, name, facts, reason, _runner("tensorrt"))
+    runner = _runner("tensorrt", flavour=facts["flavour"])  # scratch has no manifest beside it
+    return BuiltArtifact(Target.TRT, staged, name, facts, reason, runner)
 
 
 def _coreml(ctx: TargetContext) -> BuiltArtifact:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import tempfile
@@ -13,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from partialnet.export.errors import OutputPathError
+
+# Re-exported: one digest helper for checkpoints and artifacts (partialnet cannot import export).
+from partialnet.files import sha256_path as sha256_path
 
 
 def prepare_output_dir(path: Path) -> Path:
@@ -135,19 +137,6 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and bytes, sorted)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def size_bytes(path: Path) -> int:

@@ -35,15 +35,24 @@ def add_identity(conv3_weight: Tensor) -> Tensor:
     """``conv(x, W) + x`` as ``conv(x, W')`` for a same-padded odd square kernel."""
     folded = conv3_weight.clone()
     k = conv3_weight.shape[-1] // 2
-    idx = torch.arange(conv3_weight.shape[0])
+    idx = torch.arange(conv3_weight.shape[0], device=conv3_weight.device)
     folded[idx, idx, k, k] += 1.0
     return folded
 
 
 def new_conv(weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-    """An nn.Conv2d holding the given (detached, contiguous) tensors."""
+    """An nn.Conv2d holding the given (detached, contiguous) tensors, on their device/dtype."""
     out_c, in_c, kh, kw = weight.shape
-    conv = nn.Conv2d(in_c, out_c, (kh, kw), stride, padding, bias=bias is not None)
+    conv = nn.Conv2d(
+        in_c,
+        out_c,
+        (kh, kw),
+        stride,
+        padding,
+        bias=bias is not None,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
     conv.weight = nn.Parameter(weight.detach().clone().contiguous(), requires_grad=False)
     if bias is not None:
         conv.bias = nn.Parameter(bias.detach().clone().contiguous(), requires_grad=False)

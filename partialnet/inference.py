@@ -25,6 +25,11 @@ from partialnet.model import check_input
 Precision = Literal["fp32", "fp16"]
 
 
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    """float32 for float16/bfloat16, else ``dtype`` itself (a float64 model stays float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _act(name: str) -> nn.Module:
     return nn.GELU() if name == "gelu" else nn.ReLU()
 
@@ -66,7 +71,7 @@ class ChannelGate(nn.Module):
         channels = weight.shape[0]
         folded = weight.detach().clone()
         folded[:, channels:] *= math.sqrt(num_pixels / (num_pixels - 1))
-        self.fc = nn.Conv2d(2 * channels, channels, 1)
+        self.fc = nn.Conv2d(2 * channels, channels, 1, device=weight.device, dtype=weight.dtype)
         self.fc.weight = nn.Parameter(
             folded.reshape(channels, 2 * channels, 1, 1), requires_grad=False
         )
@@ -83,7 +88,7 @@ class ChannelGate(nn.Module):
         self.num_pixels = num_pixels
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        xf = x.to(self.fc.weight.dtype)  # float32 in an fp16 model, float64 in a float64 one
         mean = xf.mean(dim=(2, 3), keepdim=True)
         centered = xf - mean
         std = torch.sqrt((centered * centered).mean(dim=(2, 3), keepdim=True))
@@ -137,7 +142,7 @@ class SelfAttnMixer(nn.Module):
         self.split = [conv.in_channels, self.untouched]
 
     def _layer_norm(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        xf = x.to(_at_least_fp32(x.dtype))
         mean = xf.mean(dim=1, keepdim=True)
         centered = xf - mean
         var = (centered * centered).mean(dim=1, keepdim=True)
@@ -149,7 +154,7 @@ class SelfAttnMixer(nn.Module):
         head_dim = self.untouched // self.num_heads
         qkv = self.qkv(self._layer_norm(x2)).reshape(-1, 3, self.num_heads, head_dim, h * w)
         q, k, v = qkv.unbind(1)
-        logits = torch.matmul(q.transpose(-2, -1), k).float() + self.attn_bias
+        logits = torch.matmul(q.transpose(-2, -1), k).to(_at_least_fp32(x.dtype)) + self.attn_bias
         attn = torch.softmax(logits, dim=-1).to(x.dtype)
         out = torch.matmul(v, attn.transpose(-2, -1)).reshape(-1, self.untouched, h, w)
         return torch.cat([self.partial_conv3(x1), x2 + self.proj(out)], dim=1)

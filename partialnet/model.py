@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from partialnet.checkpoint_io import load_weights_into
 from partialnet.config import MIN_INPUT_SIDE, TOTAL_STRIDE, PartialNetConfig, get_config
 from partialnet.dpconv import DPConv
 from partialnet.errors import InputShapeError
@@ -145,8 +146,6 @@ def create_model(
     cfg = get_config(name).with_overrides(**overrides)
     model = build_model(cfg, features_only=features_only)
     if checkpoint is not None:
-        from partialnet.checkpoint import load_weights_into
-
         load_weights_into(model, checkpoint)
         model.eval()
     return model

@@ -2,7 +2,9 @@
 
 One function per block kind turns a training-form block into inference modules; every fold
 is exact algebra on the running statistics (see ``partialnet.fold``). The eager model is
-never modified: every tensor is cloned into new modules.
+never modified: every tensor is cloned into new modules. Every tensor created here takes the
+device and dtype of the weights it is derived from, so a float64, CUDA, MPS or meta model
+folds in place without a round trip through the CPU.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 
 from partialnet.config import MIN_INPUT_SIDE, TOTAL_STRIDE
 from partialnet.dpconv import DPConv
-from partialnet.errors import InputShapeError
+from partialnet.errors import ConfigError, InputShapeError
 from partialnet.fold import add_identity, as_conv1x1, bn_scale_shift, conv_then_bn, matrix, new_conv
 from partialnet.inference import (
     ChannelAttnMixer,
@@ -48,6 +50,11 @@ def _conv_bn(module: ConvBN | PatchMerging) -> nn.Conv2d:
 
 def _partial_conv_mixer(mixer: DPConv | PartialConv, fold_residual: bool) -> PartialConvMixer:
     if isinstance(mixer, DPConv):
+        if mixer.one_channel.is_meta:  # the learned split is a value, and meta has none
+            raise ConfigError(
+                "a DPConv model on the meta device cannot be reparameterized: its learned "
+                "channel split is stored as data; load the weights onto a real device first"
+            )
         n = mixer.active_channels()
         weight, channels = mixer.conv.weight.detach()[:n, :n], mixer.channels
     else:
@@ -97,7 +104,7 @@ def _self_attn_mixer(mixer: PATSelf, hw: tuple[int, int]) -> SelfAttnMixer:
 
 
 def _bake_bias(table: Tensor, hw: tuple[int, int]) -> Tensor:
-    ids = bucket_ids(*hw)
+    ids = bucket_ids(*hw).to(table.device)
     length = hw[0] * hw[1]
     return table[:, ids.flatten()].view(1, table.shape[0], length, length)
 
@@ -115,7 +122,7 @@ def _mlp_out(mlp: nn.Sequential) -> nn.Module:
     rows_b = wb @ (scale_b[:, None] * w2[da:])
     row_logit = matrix(sp.conv_attn.weight.detach()) @ w2[:da]
     weight = torch.cat([rows_a, rows_b, row_logit], dim=0)
-    bias = torch.cat([torch.zeros(da), wb @ shift_b, torch.zeros(1)])
+    bias = torch.cat([w2.new_zeros(da), wb @ shift_b, w2.new_zeros(1)])
     return SpatialGateOut(new_conv(as_conv1x1(weight), bias), da, shift_a)
 
 
@@ -123,7 +130,7 @@ def _block(block: PartialBlock, hw: tuple[int, int], act: str) -> InferenceBlock
     mixer_src = block.spatial_mixing
     mlp = block.mlp
     w1 = matrix(mlp[0].weight.detach())
-    in_bias = torch.zeros(w1.shape[0])
+    in_bias = w1.new_zeros(w1.shape[0])
     if isinstance(mixer_src, PATChannel):
         mixer, scale, shift = _channel_attn_mixer(mixer_src, hw[0] * hw[1])
         dc = mixer_src.dim_conv
@@ -142,7 +149,10 @@ def _block(block: PartialBlock, hw: tuple[int, int], act: str) -> InferenceBlock
 
 def _head(model: PartialNet) -> ClassifierHead:
     pre = model.avgpool_pre_head[1]
-    pre_head = nn.Linear(pre.in_channels, pre.out_channels, bias=False)
+    w = pre.weight
+    pre_head = nn.Linear(
+        pre.in_channels, pre.out_channels, bias=False, device=w.device, dtype=w.dtype
+    )
     pre_head.weight = nn.Parameter(matrix(pre.weight.detach()).clone(), requires_grad=False)
     head = copy.deepcopy(model.head).requires_grad_(False)
     return ClassifierHead(pre_head, model.cfg.act, head)
@@ -194,7 +204,7 @@ def _rebake(model: InferencePartialNet, size: tuple[int, int]) -> InferenceParti
         hw = (size[0] // stride, size[1] // stride)
         for mod in stage.modules():
             if isinstance(mod, SelfAttnMixer):
-                mod.attn_bias = _bake_bias(mod.bias_table.float(), hw).to(mod.attn_bias.dtype)
+                mod.attn_bias = _bake_bias(mod.bias_table, hw).to(mod.attn_bias.dtype)
                 mod.hw = hw
             elif isinstance(mod, ChannelGate):
                 mod.resize(hw[0] * hw[1])

@@ -29,6 +29,9 @@ from partialnet.export.coreml import (
     wrap_for_coreml,
 )
 from partialnet.export.errors import ExportFailure
+
+# The export parity gate's own tolerances, so these checks move with it.
+from partialnet.export.parity import FP16_MIN_COSINE, FP32_MAX_REL, FP32_MIN_COSINE
 from partialnet.inference import ChannelGate, InferencePartialNet, to_fp16
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra [coreml])")
@@ -37,8 +40,6 @@ SIZE = (224, 224)
 # Ops that a clean inference form never needs: BN must be folded away, channel splits must be
 # static slices (split/concat), not index gathers or scatters.
 FORBIDDEN_OPS = ("batch_norm", "gather", "gather_nd", "gather_along_axis")
-# Parity tolerances, as the export's parity gate (partialnet.export.parity) states them.
-FP32_MAX_REL, FP32_MIN_COSINE, FP16_MIN_COSINE = 1e-4, 0.99999, 0.999
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -146,19 +146,23 @@ def test_unsupported_compute_capability_lists_the_supported() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "what", "fix"),
     [
-        {"compute_capability": "ampere"},
-        {"workspace_mb": 0},
-        {"workspace_mb": 1.5},
-        {"dynamic_batch": (4, 2, 8)},
-        {"dynamic_batch": (0, 1, 1)},
-        {"dynamic_batch": (1, 8)},
+        ({"compute_capability": "ampere"}, "compute capability 'ampere'", "like 'SM89'"),
+        ({"workspace_mb": 0}, "workspace_mb=0 ", "workspace_mb=1024"),
+        ({"workspace_mb": 1.5}, "workspace_mb=1.5 ", "workspace_mb=1024"),
+        ({"dynamic_batch": (4, 2, 8)}, "dynamic_batch=(4, 2, 8) needs", "e.g. (1, 4, 8)"),
+        ({"dynamic_batch": (0, 1, 1)}, "dynamic_batch=(0, 1, 1) needs", "e.g. (1, 4, 8)"),
+        ({"dynamic_batch": (1, 8)}, "dynamic_batch=(1, 8) ", "(min, opt, max)"),
     ],
 )
-def test_config_refuses_bad_values(kwargs: dict) -> None:
-    with pytest.raises(UsageError, match=r": "):  # every message ends with its fix
+def test_config_refuses_bad_values(kwargs: dict, what: str, fix: str) -> None:
+    # The message names the rejected value, then the fix, on one line.
+    with pytest.raises(UsageError) as info:
         TensorRTBuildConfig(**kwargs)
+    message = str(info.value)
+    assert message.startswith(what) and fix in message.split(":", 1)[1], message
+    assert "\n" not in message
 
 
 # ----------------------------------------------------------------------------- builds
