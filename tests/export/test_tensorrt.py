@@ -149,11 +149,11 @@ def test_unsupported_compute_capability_lists_the_supported() -> None:
     ("kwargs", "what", "fix"),
     [
         ({"compute_capability": "ampere"}, "compute capability 'ampere'", "like 'SM89'"),
-        ({"workspace_mb": 0}, "workspace_mb=0 ", "workspace_mb=1024"),
-        ({"workspace_mb": 1.5}, "workspace_mb=1.5 ", "workspace_mb=1024"),
-        ({"dynamic_batch": (4, 2, 8)}, "dynamic_batch=(4, 2, 8) needs", "e.g. (1, 4, 8)"),
-        ({"dynamic_batch": (0, 1, 1)}, "dynamic_batch=(0, 1, 1) needs", "e.g. (1, 4, 8)"),
-        ({"dynamic_batch": (1, 8)}, "dynamic_batch=(1, 8) ", "(min, opt, max)"),
+        ({"workspace_mb": 0}, "--workspace 0 ", "pass e.g. 1024"),
+        ({"workspace_mb": 1.5}, "--workspace 1.5 ", "pass e.g. 1024"),
+        ({"dynamic_batch": (4, 2, 8)}, "dynamic batch '(4, 2, 8)'", "(e.g. 1:8:32)"),
+        ({"dynamic_batch": (0, 1, 1)}, "dynamic batch '(0, 1, 1)'", "(e.g. 1:8:32)"),
+        ({"dynamic_batch": (1, 8)}, "dynamic batch '(1, 8)'", "(e.g. 1:8:32)"),
     ],
 )
 def test_config_refuses_bad_values(kwargs: dict, what: str, fix: str) -> None:
