@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +221,13 @@ def test_held_out_split_is_disjoint_and_seeded(many: Path) -> None:
         with pytest.raises(DataError) as exc:
             split_held_out(paths, bad)
         assert "each side" in one_line(exc)
+
+
+def test_import_partialnet_loads_no_image_or_dataset_library() -> None:
+    # Pillow is imported when an image is first read; scikit-learn/-image only by bench.
+    code = (
+        "import sys, partialnet\n"
+        "print(sorted({'PIL', 'sklearn', 'skimage'} & {m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
