@@ -70,7 +70,6 @@ def t0_random() -> nn.Module:
     return randomize(partialnet.create_model("t0")).eval()
 
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # PartialNet t0 trained on scikit-learn's digits at 64 px by
 # `python -m partialnet.bench.train_digits` (seed 0, 30 epochs, test_crop_ratio 0.875).
 DIGITS_CHECKPOINT = FIXTURES / "digits_t0_64.ckpt"
@@ -97,4 +96,4 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def digits_checkpoint() -> Path:
     """The trained digits model in the authors' Lightning layout."""
-    return DIGITS_CHECKPOINT
+    return fixture_path(DIGITS_CHECKPOINT.name)
