@@ -131,6 +131,7 @@ def _tensorrt(ctx: TargetContext) -> BuiltArtifact:
 def _coreml(ctx: TargetContext) -> BuiltArtifact:
     from partialnet.export.coreml import CoreMLOptions, coreml_unverified_reason, export_coreml
     from partialnet.runtimes import open_runner
+    from partialnet.runtimes.coreml import simulate_by_default
 
     labels = None
     if ctx.options.coreml_class_labels is not None:
@@ -149,6 +150,10 @@ def _coreml(ctx: TargetContext) -> BuiltArtifact:
     reason = coreml_unverified_reason()
     if reason is None and (options.image_input or labels):
         reason = "parity runs on the plain tensor-input CoreML model only"
+    if reason is None and simulate_by_default():
+        # Off macOS the runner runs the program in the MIL reference interpreter: parity
+        # then checks the program's semantics, not an Apple device's arithmetic.
+        facts["verification"] = "simulated"
     return BuiltArtifact(path, facts, reason, lambda: open_runner("coreml", path))
 
 
