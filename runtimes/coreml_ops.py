@@ -14,7 +14,7 @@ fp16 tensors between ops; inside an op the arithmetic is float32:
 
 Apple's CPU, GPU and Neural Engine choose their own accumulation (the Neural Engine is
 fp16 throughout, the GPU may accumulate in fp16): this approximates, not reproduces, a
-device. ``erf`` (for ``gelu`` EXACT) comes from torch, a required dependency of the project.
+device. ``erfc`` (for ``gelu`` EXACT) comes from torch, a required dependency of the project.
 """
 
 from __future__ import annotations
@@ -81,20 +81,22 @@ CAST_DTYPES = {
 # ---------------------------------------------------------------- activations
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
+def _erfc(x: np.ndarray) -> np.ndarray:
     import torch
 
-    return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    return torch.special.erfc(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
 def gelu(a: dict[str, Any]) -> np.ndarray:
     x = _f32(a["x"])
     mode = str(a.get("mode", "EXACT"))
+    # 1 + erf(u) as erfc(-u), and 1 + tanh(u) as 2 sigmoid(2u): the same functions without
+    # the cancellation that costs all relative precision where x is very negative.
     if mode == "EXACT":
-        return F32(0.5) * x * (F32(1.0) + _erf(x * F32(1.0 / np.sqrt(2.0))))
+        return F32(0.5) * x * _erfc(x * F32(-1.0 / np.sqrt(2.0)))
     if mode == "TANH_APPROXIMATION":
         inner = F32(np.sqrt(2.0 / np.pi)) * (x + F32(0.044715) * x * x * x)
-        return F32(0.5) * x * (F32(1.0) + np.tanh(inner))
+        return x * _sigmoid(F32(2.0) * inner)
     if mode == "SIGMOID_APPROXIMATION":
         return x * _sigmoid(F32(1.702) * x)
     raise ValueError(f"gelu mode {mode!r} is not one of EXACT, TANH_APPROXIMATION, ...")
