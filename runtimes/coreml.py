@@ -39,10 +39,18 @@ class CoreMLRunner(Runner):
     name = Runtime.COREML.value
 
     def __init__(
-        self, path: str | Path, compute_units: str = "ALL", simulate: bool | None = None
+        self,
+        path: str | Path,
+        compute_units: str = "ALL",
+        simulate: bool | None = None,
+        threads: int | None = None,
     ) -> None:
+        """``threads`` is accepted for a uniform runner interface but controls nothing:
+        Core ML schedules its own threads, and the interpreter uses numpy's BLAS pool (set
+        ``OPENBLAS_NUM_THREADS`` before starting Python); ``info().extra`` says so."""
         super().__init__()
-        base.check_options(compute_units=(compute_units, COMPUTE_UNITS))
+        base.check_options(threads, compute_units=(compute_units, COMPUTE_UNITS))
+        self.threads = threads
         if simulate is not None and not isinstance(simulate, bool):
             raise UsageError(f"simulate must be True, False or None, got {simulate!r}")
         self.path, self.compute_units = Path(path), compute_units
@@ -124,6 +132,8 @@ class CoreMLRunner(Runner):
     def info(self) -> RunnerInfo:
         self._require_active()
         extra: dict[str, Any] = {"simulated": self.simulate}
+        if self.threads is not None:
+            extra["threads"] = f"{self.threads} asked; not controllable here (see the runner)"
         if self.simulate:
             extra.update(
                 interpreter="partialnet MIL reference interpreter (numpy)",
