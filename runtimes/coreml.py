@@ -96,7 +96,8 @@ class CoreMLRunner(Runner):
         if desc.input[0].type.WhichOneof("Type") != "multiArrayType":
             raise UsageError(
                 f"{self.path.name} takes an image input, and infer() takes float32 tensors: "
-                "export it with a tensor input, or call predict() on the opened runner's model"
+                "export it with a tensor input, or feed images to MLModel.predict (macOS) or "
+                "partialnet.runtimes.coreml_mil.MilInterpreter.from_package(path).predict"
             )
         array = desc.input[0].type.multiArrayType
         shape = [int(d) for d in array.shape]
