@@ -192,6 +192,7 @@ def _tensorrt(ctx: TargetContext) -> BuiltArtifact:
 
 def _coreml(ctx: TargetContext) -> BuiltArtifact:
     from partialnet.export.coreml import coreml_unverified_reason, export_coreml
+    from partialnet.runtimes.coreml import simulate_by_default
 
     options = ctx.coreml
     name = ctx.artifact_name(Target.COREML)
@@ -202,7 +203,13 @@ def _coreml(ctx: TargetContext) -> BuiltArtifact:
     reason = coreml_unverified_reason()
     if reason is None and (options.image_input or options.class_labels):
         reason = "parity runs on the plain tensor-input CoreML model only"
-    return BuiltArtifact(Target.COREML, staged, name, facts, reason, _runner("coreml"))
+    simulate = True if ctx.options.coreml_simulate else None  # None: off macOS only
+    if reason is None and (simulate or simulate_by_default()):
+        # The runner runs the program in the MIL reference interpreter: parity then checks
+        # the program's semantics, not an Apple device's arithmetic.
+        facts["verification"] = "simulated"
+    runner = _runner("coreml", simulate=simulate)
+    return BuiltArtifact(Target.COREML, staged, name, facts, reason, runner)
 
 
 def _read_labels(path: Path) -> list[str]:

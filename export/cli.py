@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="take an RGB image input with the normalization built in",
     )
     cml.add_argument(
+        "--coreml-simulate",
+        action="store_true",
+        help="verify in the MIL reference interpreter even on macOS (always so elsewhere)",
+    )
+    cml.add_argument(
         "--coreml-labels",
         metavar="FILE",
         default=None,
@@ -134,9 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _verdict(a: ArtifactRecord) -> str:
     if a.parity.get("status") == "unverified":
         return f"unverified: {a.parity['reason']}"
-    text = ("pass" if a.status == "ok" else "FAIL") + (
-        f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}, "
-        f"top-1 agreement {a.parity['top1_agreement']:.1%}"
+    simulated = " simulated" if a.parity.get("status") == "simulated" else ""
+    text = (
+        ("pass" if a.status == "ok" else "FAIL")
+        + simulated
+        + (
+            f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}, "
+            f"top-1 agreement {a.parity['top1_agreement']:.1%}"
+        )
     )
     accuracy = a.accuracy or a.parity.get("accuracy")
     if accuracy:
@@ -192,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             coreml_min_target=args.coreml_min_target,
             coreml_image_input=args.coreml_image_input,
             coreml_class_labels=args.coreml_labels,
+            coreml_simulate=args.coreml_simulate,
             eval_data=args.eval_data,
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,

@@ -1,7 +1,8 @@
 """CoreML export: the inference-form torch model -> torch.export -> ML program (.mlpackage).
 
-coremltools converts on any OS but predicts only on macOS, so off macOS an exported package
-is checked by reading its spec (``coreml_spec_summary``), never by running it.
+coremltools converts on any OS but predicts only on macOS; off macOS an exported package is
+checked by reading its spec (``coreml_spec_summary``) and by running its program in the MIL
+reference interpreter (``partialnet.runtimes.coreml_mil``, a simulation, not a device).
 
 Image input: Core ML's ImageType computes ``scale * pixel + bias[c]`` with one scalar scale,
 while the model wants ``(pixel / 255 - mean[c]) / std[c]``. With ``scale = 1/255`` and
@@ -113,10 +114,19 @@ def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def coreml_unverified_reason() -> str | None:
-    """Why a CoreML package cannot be run here (None on macOS, where Core ML predicts)."""
+    """Why a CoreML package cannot be checked here (None: it can).
+
+    On macOS Core ML predicts; elsewhere the runner simulates it with the MIL reference
+    interpreter, which needs a coremltools in its tested range.
+    """
     if sys.platform == "darwin":
         return None
-    return f"CoreML prediction needs macOS; this is {platform.system()}"
+    from partialnet.runtimes.coreml_mil import coremltools_unsupported_reason
+
+    reason = coremltools_unsupported_reason()
+    return (
+        f"CoreML prediction needs macOS ({platform.system()} here) and {reason}" if reason else None
+    )
 
 
 class CoreMLWrapper(nn.Module):

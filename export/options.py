@@ -133,6 +133,7 @@ class ExportOptions:
     coreml_min_target: str = "iOS16"
     coreml_image_input: bool = False
     coreml_class_labels: Path | None = None
+    coreml_simulate: bool = False  # verify CoreML in the MIL interpreter even on macOS
 
     def __post_init__(self) -> None:
         if self.batch < 1:

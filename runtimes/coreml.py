@@ -1,8 +1,14 @@
-"""Run a CoreML .mlpackage with coremltools on macOS (prediction needs Apple's Core ML).
+"""Run a CoreML .mlpackage: Apple's Core ML on macOS, or simulated with the MIL interpreter.
 
-The macOS path below is written against coremltools' documented ``MLModel`` API but is
-untested in this project's CI, which runs on Linux, where ``activate()`` refuses with the
-reason. Treat a first run on a Mac as its test.
+``simulate=None`` (the default) picks Core ML on macOS and the reference interpreter
+(``coreml_mil``) elsewhere; ``simulate=True`` forces the interpreter anywhere and
+``simulate=False`` insists on Core ML. A simulated runner says so in ``info()``
+(``device="simulated"``, ``extra["simulated"] = True``): its numbers check the program's
+semantics, not what an Apple device computes, so callers must not report them as verified
+on a device.
+
+The macOS path is written against coremltools' documented ``MLModel`` API but is untested in
+this project's CI, which runs on Linux. Treat a first run on a Mac as its test.
 """
 
 from __future__ import annotations
@@ -21,34 +27,77 @@ from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, RuntimeUnavailab
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 _FLOAT16 = 65552  # ArrayFeatureType.FLOAT16 in Core ML's FeatureTypes.proto
+SIMULATED_DEVICE = "simulated"
+
+
+def simulate_by_default() -> bool:
+    """Core ML predicts only on macOS; everywhere else the runner simulates."""
+    return sys.platform != "darwin"
 
 
 class CoreMLRunner(Runner):
     name = Runtime.COREML.value
 
-    def __init__(self, path: str | Path, compute_units: str = "ALL"):
+    def __init__(
+        self,
+        path: str | Path,
+        compute_units: str = "ALL",
+        simulate: bool | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """``threads`` is accepted for a uniform runner interface but controls nothing:
+        Core ML schedules its own threads, and the interpreter uses numpy's BLAS pool (set
+        ``OPENBLAS_NUM_THREADS`` before starting Python); ``info().extra`` says so."""
         super().__init__()
-        base.check_options(compute_units=(compute_units, COMPUTE_UNITS))
+        base.check_options(threads, compute_units=(compute_units, COMPUTE_UNITS))
+        self.threads = threads
+        if simulate is not None and not isinstance(simulate, bool):
+            raise UsageError(f"simulate must be True, False or None, got {simulate!r}")
         self.path, self.compute_units = Path(path), compute_units
+        self.simulate = simulate_by_default() if simulate is None else simulate
         self.model: Any = None
 
     def activate(self) -> None:
         if self._active:
             return
+        if self.simulate:
+            self._activate_interpreter()
+        else:
+            self._activate_coreml()
+        self._active = True
+
+    def _activate_interpreter(self) -> None:
+        from .coreml_mil import MilInterpreter, import_coremltools
+
+        ct = import_coremltools()
+        base.check_artifact(self.path, "CoreML package")
+        model = MilInterpreter.from_package(self.path)
+        desc = model.spec.description
+        self._describe(desc)
+        self._precision = model.metadata.get("precision", "unknown")
+        self.model, self._version = model, ct.__version__
+
+    def _activate_coreml(self) -> None:
         if sys.platform != "darwin":
             raise RuntimeUnavailableError(
                 f"CoreML prediction needs macOS; this is {platform.system()}: run the "
-                f"{self.path.name} package on a Mac, or use runtime 'onnxruntime' or "
-                "'openvino' here (coremltools can convert, not predict, off macOS)"
+                f"{self.path.name} package on a Mac, or simulate it here (simulate=True, "
+                "the MIL reference interpreter)"
             )
         ct = base.import_sdk("coremltools", "coreml", "the CoreML runner")
         base.check_artifact(self.path, "CoreML package")
         unit = ct.ComputeUnit[self.compute_units]
         model = ct.models.MLModel(str(self.path), compute_units=unit)
-        desc = model.get_spec().description
+        self._describe(model.get_spec().description)
+        self._precision = model.user_defined_metadata.get("precision", "unknown")
+        self.model, self._version = model, ct.__version__
+
+    def _describe(self, desc: Any) -> None:
         if desc.input[0].type.WhichOneof("Type") != "multiArrayType":
             raise UsageError(
-                f"{self.path.name} takes an image input; export it with a tensor input"
+                f"{self.path.name} takes an image input, and infer() takes float32 tensors: "
+                "export it with a tensor input, or feed images to MLModel.predict (macOS) or "
+                "partialnet.runtimes.coreml_mil.MilInterpreter.from_package(path).predict"
             )
         array = desc.input[0].type.multiArrayType
         shape = [int(d) for d in array.shape]
@@ -69,8 +118,6 @@ class CoreMLRunner(Runner):
         self._shape = tuple(shape)
         self._names = (desc.input[0].name, desc.output[0].name)
         self._dtype = np.float16 if array.dataType == _FLOAT16 else np.float32
-        self._precision = model.user_defined_metadata.get("precision", "unknown")
-        self.model, self._version, self._active = model, ct.__version__, True
 
     def deactivate(self) -> None:
         self.model = None
@@ -79,17 +126,30 @@ class CoreMLRunner(Runner):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self._require_active()
         base.check_batch(batch, self._shape, self._batch, self.path.name)
-        out = self.model.predict({self._names[0]: batch.astype(self._dtype, copy=False)})
+        inputs = {self._names[0]: batch.astype(self._dtype, copy=False)}
+        out = self.model.predict(inputs)
         return np.asarray(out[self._names[1]], dtype=np.float32)
 
     def info(self) -> RunnerInfo:
         self._require_active()
+        extra: dict[str, Any] = {"simulated": self.simulate}
+        if self.threads is not None:
+            extra["threads"] = f"{self.threads} asked; not controllable here (see the runner)"
+        if self.simulate:
+            extra.update(
+                interpreter="partialnet MIL reference interpreter (numpy)",
+                accumulation="float32 inside conv/matmul/reductions; each op's result "
+                "rounded to the program's dtype",
+                note="approximates, not reproduces, an Apple device",
+                ops=self.model.op_types,
+            )
         return RunnerInfo(
             runtime=self.name,
             version=self._version,
-            device="apple",
+            device=SIMULATED_DEVICE if self.simulate else "apple",
             precision=self._precision,
-            provider=self.compute_units,
+            provider="mil-interpreter" if self.simulate else self.compute_units,
             input_shape=self._shape,
             batch_range=self._batch,
+            extra=extra,
         )

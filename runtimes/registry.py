@@ -7,7 +7,6 @@ available imports no SDK except TensorRT's own probe (it must load CUDA to know)
 from __future__ import annotations
 
 import importlib.util
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,9 +34,13 @@ def _tensorrt_reason() -> str | None:
 
 
 def _coreml_reason() -> str | None:
-    if sys.platform != "darwin":
-        return f"CoreML prediction needs macOS; this is {platform.system()}"
-    return _sdk_reason("coremltools", "coreml", "the CoreML runner")
+    """Core ML on macOS; elsewhere the runner simulates it with the MIL interpreter."""
+    if sys.platform == "darwin":
+        return _sdk_reason("coremltools", "coreml", "the CoreML runner")
+    from .coreml_mil import coremltools_unsupported_reason
+
+    missing = _sdk_reason("coremltools", "coreml", "the simulated CoreML runner")
+    return missing or coremltools_unsupported_reason()
 
 
 _REASONS: dict[Runtime, Callable[[], str | None]] = {

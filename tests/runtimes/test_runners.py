@@ -217,11 +217,15 @@ def test_openvino_refuses_missing_device(model: nn.Module, artifacts: dict) -> N
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="CoreML can predict on macOS")
-def test_coreml_needs_macos(tmp_path: Path) -> None:
+def test_coreml_on_device_needs_macos(tmp_path: Path) -> None:
+    # Off macOS the runner simulates by default; asking for Core ML itself is refused.
+    runner = open_runner("coreml", tmp_path / "tiny.mlpackage", simulate=False)
     with pytest.raises(RuntimeUnavailableError, match="macOS"):
-        open_runner("coreml", tmp_path / "tiny.mlpackage", compute_units="CPU_ONLY").activate()
+        runner.activate()
     with pytest.raises(UsageError, match="CPU_AND_NE"):
         open_runner("coreml", tmp_path / "tiny.mlpackage", compute_units="GPU")
+    with pytest.raises(UsageError, match="simulate must be"):
+        open_runner("coreml", tmp_path / "tiny.mlpackage", simulate="yes")
 
 
 def test_available_runtimes_covers_every_runtime() -> None:
@@ -229,8 +233,10 @@ def test_available_runtimes_covers_every_runtime() -> None:
     assert AVAILABLE["torch"] is None
     if not torch.cuda.is_available():
         assert AVAILABLE["tensorrt"]
-    if sys.platform != "darwin":
-        assert "macOS" in AVAILABLE["coreml"]
+    if sys.platform != "darwin":  # simulated by the MIL interpreter where coremltools is
+        from partialnet.runtimes.coreml_mil import coremltools_unsupported_reason
+
+        assert AVAILABLE["coreml"] == coremltools_unsupported_reason()
 
 
 def test_open_runner_refuses_bad_requests(model: nn.Module, tmp_path: Path) -> None:
@@ -274,4 +280,5 @@ def test_import_needs_no_sdk_and_a_missing_sdk_names_its_extra() -> None:
     assert result["missing"].startswith("MissingDependencyError")
     assert "partialnet-export[onnx]" in result["missing"]
     assert "partialnet-export[openvino]" in result["reasons"]["openvino"]
+    assert "partialnet-export[coreml]" in result["reasons"]["coreml"]
     assert result["reasons"]["torch"] is None
