@@ -132,6 +132,7 @@ def run_cell(
         cell.min_image_cosine = _finite(result.min_image_cosine)
         cell.images, cell.runner_precision = result.images, info.precision
         cell.inputs, cell.accuracy = result.inputs, result.accuracy
+        cell.simulated = bool(info.extra.get("simulated"))
         why = "; ".join(result.failed_rules)
         computed = info.precision
         if computed != base.precision and not (base.precision == "int8" and computed == "fp32"):

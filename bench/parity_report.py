@@ -28,6 +28,7 @@ class Cell:
     min_image_cosine: float | None = None
     inputs: str | None = None  # seeded noise, eval images or calibration images
     accuracy: dict[str, Any] | None = None  # with labelled images: top1, top5, reference_top1
+    simulated: bool = False  # CoreML off macOS: the MIL reference interpreter, not a device
     seconds: float | None = None
     cpu_seconds: float | None = None  # this process's CPU time (all threads) in the cell
     runner_precision: str | None = None
@@ -76,7 +77,8 @@ def cell_text(cell: Cell) -> str:
             top1 += (
                 f" acc {cell.accuracy['top1']:.1%} (eager {cell.accuracy['reference_top1']:.1%})"
             )
-        return f"{cell.status.upper()} cos {cos} rel {rel} {top1}"
+        verdict = cell.status.upper() + (" (simulated)" if cell.simulated else "")
+        return f"{verdict} cos {cos} rel {rel} {top1}"
     return "n/a" if cell.status == "unavailable" else "ERROR"
 
 

@@ -22,12 +22,12 @@ from partialnet.export.coreml import (
     CLASSIFIER_OUTPUTS,
     ML_PROGRAM_TARGETS,
     CoreMLOptions,
-    coreml_spec_summary,
     coreml_unverified_reason,
     export_coreml,
     image_preprocessing,
     wrap_for_coreml,
 )
+from partialnet.export.coreml_spec import coreml_spec_summary
 from partialnet.export.errors import ExportFailure
 
 # The export parity gate's own tolerances, so these checks move with it.
