@@ -43,7 +43,7 @@ class TensorRTRunner(Runner):
         super().__init__()
         self.engine_path = Path(engine_path)
         self.device = device
-        self._engine: Any = None  # set by activate(), with _context/_input/_output
+        self._engine: Any = None  # set by activate(), with _context/_input/_outputs
 
     def activate(self) -> None:
         reason = tensorrt_unavailable_reason()
@@ -66,7 +66,8 @@ class TensorRTRunner(Runner):
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         mode = trt.TensorIOMode.INPUT
         self._input = next(n for n in names if self._engine.get_tensor_mode(n) == mode)
-        self._output = next(n for n in names if self._engine.get_tensor_mode(n) != mode)
+        # In the network's I/O order, which the parser takes from the ONNX graph outputs.
+        self._outputs = [n for n in names if self._engine.get_tensor_mode(n) != mode]
         self._active = True
 
     def _torch_dtype(self, tensor: str) -> Any:
@@ -82,6 +83,9 @@ class TensorRTRunner(Runner):
         return lo[0], hi[0]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        return next(iter(self.infer_all(batch).values()))
+
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
         from partialnet.runtimes.base import check_batch
@@ -92,15 +96,17 @@ class TensorRTRunner(Runner):
         # The engine reads/writes device memory directly: keep the tensors alive until synced.
         x = torch.from_numpy(batch).to(f"cuda:{self.device}", self._torch_dtype(self._input))
         self._context.set_input_shape(self._input, tuple(x.shape))
-        out_shape = tuple(self._context.get_tensor_shape(self._output))
-        y = torch.empty(out_shape, dtype=self._torch_dtype(self._output), device=x.device)
         self._context.set_tensor_address(self._input, x.data_ptr())
-        self._context.set_tensor_address(self._output, y.data_ptr())
+        outs: dict[str, torch.Tensor] = {}
+        for name in self._outputs:  # shapes are known once the input shape is set
+            out_shape = tuple(self._context.get_tensor_shape(name))
+            outs[name] = torch.empty(out_shape, dtype=self._torch_dtype(name), device=x.device)
+            self._context.set_tensor_address(name, outs[name].data_ptr())
         stream = torch.cuda.current_stream(x.device)
         if not self._context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"TensorRT execution failed: {self._logger.errors[-3:]}")
         stream.synchronize()
-        return y.float().cpu().numpy()
+        return {name: y.float().cpu().numpy() for name, y in outs.items()}
 
     def info(self) -> RunnerInfo:
         self._require_active()
