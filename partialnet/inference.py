@@ -211,15 +211,23 @@ class ClassifierHead(nn.Module):
 
 
 class FeatureNorms(nn.Module):
-    """The backbone's per-stage output BatchNorms as per-channel affines (nothing to fold into)."""
+    """The backbone's per-stage output BatchNorms as per-channel affines (nothing to fold into).
 
-    def __init__(self, scales: list[Tensor], shifts: list[Tensor]) -> None:
+    A ``None`` scale/shift pair is an identity (a backbone made from a classifier has no
+    trained norms): that output gets no operation at all.
+    """
+
+    def __init__(self, scales: list[Tensor | None], shifts: list[Tensor | None]) -> None:
         super().__init__()
+        self.identity = [s is None for s in scales]
         for i, (s, t) in enumerate(zip(scales, shifts, strict=True)):
-            self.register_buffer(f"scale{i}", s.detach().clone().view(1, -1, 1, 1))
-            self.register_buffer(f"shift{i}", t.detach().clone().view(1, -1, 1, 1))
+            if s is not None and t is not None:
+                self.register_buffer(f"scale{i}", s.detach().clone().view(1, -1, 1, 1))
+                self.register_buffer(f"shift{i}", t.detach().clone().view(1, -1, 1, 1))
 
     def forward(self, i: int, x: Tensor) -> Tensor:
+        if self.identity[i]:
+            return x
         return x * getattr(self, f"scale{i}") + getattr(self, f"shift{i}")
 
 
