@@ -70,6 +70,24 @@ def feature_shapes(
     ]
 
 
+def describe_outputs(model: nn.Module, batch: int | None) -> list[dict[str, Any]]:
+    """What a PartialNet (eager or inference form) returns, for the manifest: per output its
+    name, NCHW (or N, classes) shape and stride (None for logits). ``batch`` None: -1.
+
+    The inference form's ``input_size`` is used; an eager model's default input size
+    otherwise.
+    """
+    cfg = model.cfg
+    size = getattr(model, "input_size", None) or cfg.meta.input_size
+    is_backbone = getattr(model, "features_only", False) or (
+        getattr(model, "feature_norms", None) is not None
+    )
+    if is_backbone:
+        return feature_shapes(cfg.stage_dims, tuple(size), batch)
+    n = -1 if batch is None else batch
+    return [{"name": "logits", "stride": None, "shape": [n, cfg.num_classes]}]
+
+
 def _strip_backbone_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """mmdetection keys its detector's parts ``backbone.*``, ``neck.*``, ``bbox_head.*``:
     keep the backbone's and drop its prefix; other state dicts are returned as they are."""

@@ -14,6 +14,7 @@ from partialnet.backbone import (
     RULE_BACKBONE,
     RULE_CLASSIFIER,
     backbone_from_checkpoint,
+    describe_outputs,
     feature_shapes,
 )
 from partialnet.errors import CheckpointMismatchError
@@ -131,3 +132,15 @@ def test_feature_shapes_follow_the_strides():
     assert [s["name"] for s in shapes] == ["feat0", "feat1", "feat2", "feat3"]
     assert [s["stride"] for s in shapes] == list(FEATURE_STRIDES)
     assert shapes[0]["shape"] == [-1, 32, 16, 24] and shapes[3]["shape"] == [-1, 256, 2, 3]
+
+
+def test_describe_outputs_matches_what_the_models_return(trained_backbone, classifier, x):
+    inference = partialnet.reparameterize(trained_backbone, SIDE)
+    with torch.inference_mode():
+        feats, logits = inference(x), classifier(x)
+    described = describe_outputs(inference, batch=2)
+    assert [d["shape"] for d in described] == [list(f.shape) for f in feats]
+    assert [d["stride"] for d in described] == list(FEATURE_STRIDES)
+    assert describe_outputs(classifier, batch=None) == [
+        {"name": "logits", "stride": None, "shape": [-1, logits.shape[1]]}
+    ]
