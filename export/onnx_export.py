@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -49,6 +50,26 @@ def quiet_onnx_exporter() -> Iterator[None]:
         yield
 
 
+def _gelu(self, approximate: str = "none"):
+    """aten.gelu as ``(x * (1 + erf(x / sqrt(2)))) * 0.5``, the exact GELU in the one
+    arrangement every consumer we target handles.
+
+    torch.onnx's own lowering, ``x * (0.5 * (1 + erf(x / sqrt(2))))``, crashes OpenCV's DNN
+    importer (5.0, a segfault in readNetFromONNX); this order is the one the TorchScript
+    exporter wrote, which OpenCV loads. With the 0.5 last, the graph optimizer folds it into
+    the next 1x1 conv's weights (exact: a power of two), so a GELU feeding a conv costs one
+    op fewer than before. At opset >= 20 the exporter emits the Gelu op instead.
+    """
+    from onnxscript import opset18 as op
+
+    if approximate != "none":  # the inference form only builds exact GELUs (nn.GELU())
+        raise NotImplementedError(f"GELU approximate={approximate!r} has no ONNX lowering here")
+    sqrt2 = op.CastLike(op.Constant(value_float=math.sqrt(2.0)), self)
+    one = op.CastLike(op.Constant(value_float=1.0), self)
+    half = op.CastLike(op.Constant(value_float=0.5), self)
+    return op.Mul(op.Mul(self, op.Add(op.Erf(op.Div(self, sqrt2)), one)), half)
+
+
 def trace_to_onnx(
     model: InferencePartialNet, batch: int, dynamic_batch: tuple[int, int, int] | None, opset: int
 ):
@@ -73,6 +94,7 @@ def trace_to_onnx(
             dynamic_shapes=dynamic_shapes,
             verbose=False,
             optimize=True,  # also turns SplitToSequence into Split (TensorRT rejects the former)
+            custom_translation_table={torch.ops.aten.gelu.default: _gelu},
         )
     return program.model_proto
 

@@ -16,7 +16,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partialnet.config import PartialNetConfig
@@ -56,12 +55,26 @@ class PartialConvMixer(nn.Module):
         return torch.cat([self.conv(x1), x2], dim=1)
 
 
+def _fold_hardsigmoid(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows of a conv whose output feeds hardsigmoid(z) = clamp(z / 6 + 1/2, 0, 1), with the
+    1/6 and 1/2 moved into them, so only ``clamp(conv, 0, 1)`` (ONNX Clip) remains.
+
+    Why not HardSigmoid itself: OpenCV's DNN module (5.0) takes Conv -> HardSigmoid
+    (alpha 1/6, beta 1/2) -> Mul for a HardSwish of the conv output without checking what
+    the Mul's other operand is, so a gate times a feature map comes out with the gate's
+    shape. The clamp costs what hardsigmoid cost (one op, fused into the conv by ONNX
+    Runtime like any Clip activation).
+    """
+    return weight / 6.0, bias / 6.0 + 0.5
+
+
 class ChannelGate(nn.Module):
     """hardsigmoid(W @ [mean; std] + b) per channel: the channel attention with its BN folded.
 
     Kept 4-D throughout (a 1x1 conv on the stacked (B, 2C, 1, 1) statistics), so the graph
     has no flatten/squeeze/unsqueeze around it. The unbiased std's Bessel factor
-    sqrt(N / (N - 1)) is a constant for the fixed map size and lives in the std columns.
+    sqrt(N / (N - 1)) is a constant for the fixed map size and lives in the std columns;
+    hardsigmoid's scale and offset live in the conv too (``_fold_hardsigmoid``).
 
     An fp32 island: statistics over H*W in float16 lose too much.
     """
@@ -71,6 +84,7 @@ class ChannelGate(nn.Module):
         channels = weight.shape[0]
         folded = weight.detach().clone()
         folded[:, channels:] *= math.sqrt(num_pixels / (num_pixels - 1))
+        folded, bias = _fold_hardsigmoid(folded, bias.detach())
         self.fc = nn.Conv2d(2 * channels, channels, 1, device=weight.device, dtype=weight.dtype)
         self.fc.weight = nn.Parameter(
             folded.reshape(channels, 2 * channels, 1, 1), requires_grad=False
@@ -92,7 +106,7 @@ class ChannelGate(nn.Module):
         mean = xf.mean(dim=(2, 3), keepdim=True)
         centered = xf - mean
         std = torch.sqrt((centered * centered).mean(dim=(2, 3), keepdim=True))
-        gate = F.hardsigmoid(self.fc(torch.cat([mean, std], dim=1)))
+        gate = torch.clamp(self.fc(torch.cat([mean, std], dim=1)), 0.0, 1.0)
         return gate.to(x.dtype)
 
 
@@ -163,18 +177,24 @@ class SelfAttnMixer(nn.Module):
 class SpatialGateOut(nn.Module):
     """The MLP's last 1x1 conv merged with PAT_sp: one conv, then gate the first part.
 
-    The conv yields [a (scaled by the gate BN), b (BN-1x1 path done), gate logit].
+    The conv yields [a (scaled by the gate BN), b (BN-1x1 path done), gate logit]; the
+    logit row takes hardsigmoid's scale and offset (``_fold_hardsigmoid``; ``conv`` is
+    changed in place), so the gate is a clamp.
     """
 
     def __init__(self, conv: nn.Conv2d, gated: int, shift: Tensor) -> None:
         super().__init__()
+        with torch.no_grad():
+            w, b = _fold_hardsigmoid(conv.weight[-1:], conv.bias[-1:])
+            conv.weight[-1:] = w
+            conv.bias[-1:] = b
         self.conv = conv
         self.split = [gated, conv.out_channels - gated - 1, 1]
         self.register_buffer("shift", shift.detach().clone().view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         a, b, logit = torch.split(self.conv(x), self.split, dim=1)
-        return torch.cat([a * F.hardsigmoid(logit) + self.shift, b], dim=1)
+        return torch.cat([a * torch.clamp(logit, 0.0, 1.0) + self.shift, b], dim=1)
 
 
 class InferenceBlock(nn.Module):
@@ -216,15 +236,23 @@ class ClassifierHead(nn.Module):
 
 
 class FeatureNorms(nn.Module):
-    """The backbone's per-stage output BatchNorms as per-channel affines (nothing to fold into)."""
+    """The backbone's per-stage output BatchNorms as per-channel affines (nothing to fold into).
 
-    def __init__(self, scales: list[Tensor], shifts: list[Tensor]) -> None:
+    A ``None`` scale/shift pair is an identity (a backbone made from a classifier has no
+    trained norms): that output gets no operation at all.
+    """
+
+    def __init__(self, scales: list[Tensor | None], shifts: list[Tensor | None]) -> None:
         super().__init__()
+        self.identity = [s is None for s in scales]
         for i, (s, t) in enumerate(zip(scales, shifts, strict=True)):
-            self.register_buffer(f"scale{i}", s.detach().clone().view(1, -1, 1, 1))
-            self.register_buffer(f"shift{i}", t.detach().clone().view(1, -1, 1, 1))
+            if s is not None and t is not None:
+                self.register_buffer(f"scale{i}", s.detach().clone().view(1, -1, 1, 1))
+                self.register_buffer(f"shift{i}", t.detach().clone().view(1, -1, 1, 1))
 
     def forward(self, i: int, x: Tensor) -> Tensor:
+        if self.identity[i]:
+            return x
         return x * getattr(self, f"scale{i}") + getattr(self, f"shift{i}")
 
 

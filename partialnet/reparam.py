@@ -180,8 +180,15 @@ def _from_eager(model: PartialNet, size: tuple[int, int]) -> InferencePartialNet
         hw = (size[0] // stride, size[1] // stride)
         stages.append(nn.Sequential(*(_block(b, hw, cfg.act) for b in stage.blocks)))
     if model.features_only:
-        pairs = [bn_scale_shift(getattr(model, f"norm{2 * i}")) for i in range(4)]
-        head, norms = None, FeatureNorms([p[0] for p in pairs], [p[1] for p in pairs])
+        # A norm replaced by nn.Identity (partialnet.backbone, from a classifier) stays one.
+        norms_src = [getattr(model, f"norm{2 * i}") for i in range(4)]
+        pairs = [bn_scale_shift(n) if isinstance(n, nn.BatchNorm2d) else None for n in norms_src]
+        head, norms = (
+            None,
+            FeatureNorms(
+                [p[0] if p else None for p in pairs], [p[1] if p else None for p in pairs]
+            ),
+        )
     else:
         head, norms = _head(model), None
     out = InferencePartialNet(

@@ -32,13 +32,18 @@ def _piecewise_index(distance: Tensor) -> Tensor:
 
 @lru_cache(maxsize=16)
 def bucket_ids(height: int, width: int) -> Tensor:
-    """(L, L) int64 bucket index for an ``height x width`` map, L = height * width."""
-    rows = torch.arange(height).view(height, 1).expand(height, width)
-    cols = torch.arange(width).view(1, width).expand(height, width)
-    pos = torch.stack([rows, cols], dim=-1).reshape(-1, 2)
-    diff = pos[:, None, :] - pos[None, :, :]
-    distance = diff.square().sum(-1).float().sqrt().round()
-    return _piecewise_index(distance) + int(BETA)
+    """(L, L) int64 bucket index for an ``height x width`` map, L = height * width.
+
+    Built outside inference mode even when first asked for inside it: the cached tensor is
+    reused later, and an inference tensor cannot index a parameter under autograd.
+    """
+    with torch.inference_mode(False):
+        rows = torch.arange(height).view(height, 1).expand(height, width)
+        cols = torch.arange(width).view(1, width).expand(height, width)
+        pos = torch.stack([rows, cols], dim=-1).reshape(-1, 2)
+        diff = pos[:, None, :] - pos[None, :, :]
+        distance = diff.square().sum(-1).float().sqrt().round()
+        return _piecewise_index(distance) + int(BETA)
 
 
 class RelativePositionBias(nn.Module):

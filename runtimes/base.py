@@ -44,7 +44,9 @@ class Runner(abc.ABC):
     """Open with ``activate()`` (or ``with``), run ``infer(batch)``, then ``deactivate()``.
 
     ``infer`` takes a float32 NCHW numpy batch and returns float32 numpy logits (or, for a
-    backbone, the first output).
+    backbone, the first output). ``infer_all`` returns every output by name, in the
+    artifact's output order (a classifier: ``{"logits": ...}``; a backbone: ``feat0`` ..
+    ``feat3``, strides 4 to 32), each as float32.
     """
 
     name: str = "runner"
@@ -57,6 +59,10 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name; this default serves a runner with one unnamed output."""
+        return {"output": self.infer(batch)}
 
     @abc.abstractmethod
     def info(self) -> RunnerInfo: ...

@@ -117,6 +117,7 @@ class CoreMLRunner(Runner):
             self._batch = (shape[0], shape[0])
         self._shape = tuple(shape)
         self._names = (desc.input[0].name, desc.output[0].name)
+        self._outputs = [out.name for out in desc.output]
         self._dtype = np.float16 if array.dataType == _FLOAT16 else np.float32
 
     def deactivate(self) -> None:
@@ -129,6 +130,12 @@ class CoreMLRunner(Runner):
         inputs = {self._names[0]: batch.astype(self._dtype, copy=False)}
         out = self.model.predict(inputs)
         return np.asarray(out[self._names[1]], dtype=np.float32)
+
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self._require_active()
+        base.check_batch(batch, self._shape, self._batch, self.path.name)
+        out = self.model.predict({self._names[0]: batch.astype(self._dtype, copy=False)})
+        return {name: np.asarray(out[name], dtype=np.float32) for name in self._outputs}
 
     def info(self) -> RunnerInfo:
         self._require_active()

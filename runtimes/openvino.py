@@ -87,6 +87,8 @@ class OpenVINORunner(Runner):
         lo, hi = shape[0].get_min_length(), shape[0].get_max_length()
         self._batch = (max(1, lo), hi if hi > 0 else UNBOUNDED_BATCH)
         self._dtype = port.get_element_type().to_dtype()
+        # An IR converted from our ONNX keeps its tensor names (logits, feat0..feat3).
+        self._outputs = [out.get_any_name() for out in compiled.outputs]
         actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._precision = _PRECISION_NAMES.get(actual, actual)
         # One synchronous request: infer() is blocking; throughput hint only sizes streams.
@@ -98,10 +100,16 @@ class OpenVINORunner(Runner):
         super().deactivate()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        return next(iter(self.infer_all(batch).values()))
+
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._require_active()
         base.check_batch(batch, self._shape, self._batch, self.path.name)
         result = self._request.infer({0: batch.astype(self._dtype, copy=False)})
-        return np.asarray(result[self.compiled.outputs[0]], dtype=np.float32)
+        return {
+            name: np.asarray(result[port], dtype=np.float32)
+            for name, port in zip(self._outputs, self.compiled.outputs, strict=True)
+        }
 
     def info(self) -> RunnerInfo:
         self._require_active()

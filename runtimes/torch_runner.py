@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from partialnet.errors import UsageError
 
@@ -19,6 +19,14 @@ def _model_precision(model: nn.Module) -> str:
         return declared
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     return "fp16" if param is not None and param.dtype == torch.float16 else "fp32"
+
+
+def _named(out: Tensor | tuple[Tensor, ...] | list[Tensor]) -> tuple[list[str], list[Tensor]]:
+    """Output names as the ONNX export gives them: ``logits``, or a backbone's
+    ``feat0``.. in stride order (partialnet.export.onnx_export.output_names)."""
+    if isinstance(out, (tuple, list)):
+        return [f"feat{i}" for i in range(len(out))], list(out)
+    return ["logits"], [out]
 
 
 class TorchRunner(Runner):
@@ -75,13 +83,14 @@ class TorchRunner(Runner):
         super().deactivate()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        return next(iter(self.infer_all(batch).values()))
+
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._require_active()
         check_batch(batch, self.input_shape, (1, UNBOUNDED_BATCH), type(self.model).__name__)
         with torch.inference_mode():
             out = self.model(torch.from_numpy(batch).to(self._in_dtype))
-        if isinstance(out, (tuple, list)):  # a backbone: its first feature map
-            out = out[0]
-        return out.float().numpy()
+        return {name: t.float().numpy() for name, t in zip(*_named(out), strict=True)}
 
     def info(self) -> RunnerInfo:
         return RunnerInfo(

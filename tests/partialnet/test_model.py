@@ -122,3 +122,18 @@ def test_dpconv_training_learns_split_and_eval_uses_it() -> None:
     expected_head = torch.nn.functional.conv2d(x[:, :8], dp.conv.weight[:8, :8], padding=1)
     assert torch.equal(y[:, 8:], x[:, 8:])
     np.testing.assert_allclose(y[:, :8].detach(), expected_head.detach(), rtol=0, atol=1e-6)
+
+
+def test_a_forward_in_inference_mode_leaves_training_possible():
+    # The relative-position buckets are cached per map size; one cached inside
+    # inference_mode must still index the bias table in a later autograd forward.
+    from partialnet.rpe import bucket_ids
+
+    bucket_ids.cache_clear()
+    torch.manual_seed(0)
+    model = partialnet.create_model("t0", num_classes=10)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        model.eval()(x)
+    model.train()(x).sum().backward()
+    assert model.stages[6].blocks[0].spatial_mixing.attn.rpe_k.lookup_table_bias.grad is not None
