@@ -106,6 +106,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return F32(1.0) / (F32(1.0) + np.exp(-x))
 
 
+def clip(a: dict[str, Any]) -> np.ndarray:
+    """MIL clip: min(max(x, alpha), beta)."""
+    return np.minimum(np.maximum(_f32(a["x"]), F32(a["alpha"])), F32(a["beta"]))
+
+
 def sigmoid_hard(a: dict[str, Any]) -> np.ndarray:
     x = _f32(a["x"])
     return np.clip(F32(a["alpha"]) * x + F32(a["beta"]), F32(0.0), F32(1.0))
@@ -318,6 +323,7 @@ OPS: dict[str, Op] = {
     "relu": _unary(lambda x: np.maximum(x, F32(0.0))),
     "sigmoid": _unary(_sigmoid),
     "sigmoid_hard": sigmoid_hard,
+    "clip": clip,
     "gelu": gelu,
     "softmax": softmax,
     "cast": cast,

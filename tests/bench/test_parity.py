@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partialnet.bench import cli, parity, parity_cells
+from partialnet.bench import cli, parity
 from partialnet.export import parity as gate
 from partialnet.runtimes import available_runtimes
 
@@ -150,7 +150,7 @@ def test_tensorrt_here_is_unavailable_not_a_failure(
     [
         ("--runtimes", "torch,tensorflow", "onnxruntime, openvino, tensorrt, coreml"),
         ("--variants", "t9", "t0, t1, t2, s, m, l"),
-        ("--precisions", "int8", "fp32, fp16"),
+        ("--precisions", "int4", "fp32, fp16, int8"),
         ("--images", "0", "positive integer"),
     ],
 )
@@ -188,7 +188,7 @@ class _FixedBatchRunner:
 def test_a_fixed_batch_artifact_gets_its_last_batch_padded_and_trimmed() -> None:
     images = np.random.default_rng(0).standard_normal((10, 3, 4, 4), dtype=np.float32)
     runner = _FixedBatchRunner(4)
-    out = parity_cells._infer_all(runner, images, batch=8, batch_range=(4, 4))
+    out = gate.infer_in_batches(runner.infer, images, batch=8, batch_range=(4, 4))
     assert runner.seen == [4, 4, 4] and out.shape == (10, 1)
     np.testing.assert_allclose(out[:, 0], images.reshape(10, -1).mean(1), rtol=1e-6)
 
@@ -196,4 +196,6 @@ def test_a_fixed_batch_artifact_gets_its_last_batch_padded_and_trimmed() -> None
 def test_inputs_are_the_export_gates_first_images() -> None:
     chw = (3, 32, 32)
     gate_batches = np.concatenate(list(gate.seeded_batches(chw, 8, 16)))
-    np.testing.assert_array_equal(parity_cells.parity_inputs(chw, 8, 12), gate_batches[:12])
+    noise = gate.noise_images(chw, 8, 12)
+    assert noise.source == gate.NOISE and noise.labels is None
+    np.testing.assert_array_equal(noise.images, gate_batches[:12])

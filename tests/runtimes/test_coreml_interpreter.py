@@ -24,7 +24,7 @@ import partialnet
 from partialnet.errors import InputShapeError, UsageError
 from partialnet.export.coreml import CLASSIFIER_OUTPUTS, CoreMLOptions, export_coreml
 from partialnet.export.options import Precision
-from partialnet.export.parity import FP32_MAX_REL, compare, run_parity
+from partialnet.export.parity import FP32_MAX_REL, compare, noise_images, run_parity
 from partialnet.runtimes import RuntimeUnavailableError, available_runtimes, open_runner
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra [coreml])")
@@ -61,9 +61,9 @@ class _Packages:
     def model(self, name: str) -> torch.nn.Module:
         if name not in self.eager:
             if name == "upstream":
-                from conftest import shared_fixture
+                from conftest import fixture_path
 
-                model = partialnet.load_checkpoint(shared_fixture("upstream_t0_224.ckpt"))
+                model = partialnet.load_checkpoint(fixture_path("upstream_t0_224.ckpt"))
             else:
                 model = _eager(name.split("@")[0])
             self.eager[name] = model
@@ -91,7 +91,8 @@ def _parity(model: torch.nn.Module, path: Path, size: int, precision: str, image
             return model(torch.from_numpy(x)).numpy()
 
     with open_runner("coreml", path, simulate=True) as runner:
-        return run_parity(reference, runner.infer, (3, size, size), 1, Precision(precision), images)
+        data = noise_images((3, size, size), 1, images)
+        return run_parity(reference, runner.infer, data, 1, Precision(precision))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -108,10 +109,10 @@ def test_package_matches_eager_model(packages, variant: str, size: int, precisio
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_authors_checkpoint_reproduces_their_logits(packages, precision: str) -> None:
-    from conftest import shared_fixture
+    from conftest import fixture_path
 
-    x = np.load(shared_fixture("upstream_t0_224_input.npy"))
-    ref = np.load(shared_fixture("upstream_t0_224_logits.npy"))
+    x = np.load(fixture_path("upstream_t0_224_input.npy"))
+    ref = np.load(fixture_path("upstream_t0_224_logits.npy"))
     path = packages.get("upstream", 224, precision=precision, batch=len(x))
     interpreter = MilInterpreter.from_package(path)
     out = interpreter.predict({"input": x})["logits"]

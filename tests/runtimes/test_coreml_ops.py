@@ -164,6 +164,15 @@ def test_sigmoid_hard_uses_alpha_and_beta(alpha: float, beta: float, dtype: type
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("alpha", "beta"), [(0.0, 1.0), (-0.5, 2.0)])
+def test_clip_bounds(alpha: float, beta: float, dtype: type) -> None:
+    x = _rand((2, 6, 4, 4), dtype, 6) * dtype(3)
+    a, b = _c(alpha, dtype), _c(beta, dtype)
+    out = run(lambda v: mb.clip(x=v, alpha=a, beta=b), x)
+    _check(out, np.clip(x.astype(np.float64), float(a), float(b)), dtype, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_softmax(axis: int, dtype: type) -> None:
     x = _rand((2, 5, 7), dtype, 7) * dtype(3)
@@ -368,7 +377,7 @@ def test_fp16_program_rounds_between_ops() -> None:
 
 def test_every_registered_op_is_covered_here() -> None:
     tested = set(BINARY) | set(UNARY) | set(REDUCE)
-    tested |= {"rsqrt", "gelu", "sigmoid_hard", "softmax", "layer_norm", "batch_norm"}
+    tested |= {"rsqrt", "gelu", "sigmoid_hard", "clip", "softmax", "layer_norm", "batch_norm"}
     tested |= {"linear", "matmul", "conv", "split", "concat", "reshape", "squeeze"}
     tested |= {"expand_dims", "transpose", "cast"}
     tested |= {"classify"}  # through the image classifier package (test_coreml_interpreter)
