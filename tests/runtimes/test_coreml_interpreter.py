@@ -207,7 +207,7 @@ def test_simulated_runner_says_so(packages) -> None:
     assert info.provider == "mil-interpreter" and info.version == ct.__version__
     assert info.precision == "fp16"
     assert info.input_shape == (1, 3, 64, 64) and info.batch_range == (1, 1)
-    assert {"conv", "sigmoid_hard", "layer_norm", "cast"} <= set(info.extra["ops"])
+    assert {"conv", "clip", "layer_norm", "cast"} <= set(info.extra["ops"])
     # A thread count is taken (as every runner takes one) but cannot be applied: said so.
     with open_runner("coreml", path, simulate=True, threads=1) as runner:
         assert "not controllable" in runner.info().extra["threads"]
