@@ -67,11 +67,14 @@ class _Reference:
         self._cache: dict[bytes, np.ndarray] = {}
 
     @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         key = hashlib.sha1(batch.tobytes()).digest() + bytes(str(batch.shape), "ascii")
         if key not in self._cache:
             out = self.eager(torch.from_numpy(batch))
-            self._cache[key] = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+            if isinstance(out, (tuple, list)):  # a backbone: its maps, named as exported
+                self._cache[key] = {f"feat{i}": t.numpy() for i, t in enumerate(out)}
+            else:
+                self._cache[key] = out.numpy()
         return self._cache[key]
 
 
@@ -104,12 +107,20 @@ def export(
     coreml_image_input: bool = False,
     coreml_class_labels: str | Path | None = None,
     coreml_simulate: bool = False,
+    features: bool = False,
+    triton_repo: str | Path | None = None,
+    triton_ov_threads: int | None = None,
+    triton_ov_hint: str = "latency",
     eval_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
     calibration_images: int = 300,
     progress: Progress | None = None,
 ) -> Manifest:
     """Export to every requested target; returns the manifest (also written to disk).
+
+    ``features``: export the four stage maps (strides 4, 8, 16, 32) of a backbone instead of
+    logits; each output is checked on its own. ``triton_repo``: also lay out a Triton model
+    repository of the placed onnx/openvino/trt artifacts (``partialnet.export.triton``).
 
     ``eval_data`` (a labelled ImageFolder) and ``calibration_data`` (any image folder) are
     what the gate checks on (see ``partialnet.export.inputs``); with labels every verified
@@ -137,7 +148,8 @@ def export(
         coreml_simulate=coreml_simulate,
     )
     check_sdks(opts)
-    source = resolve_source(model_or_checkpoint, variant)
+    _check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
+    source = resolve_source(model_or_checkpoint, variant, features=features)
     coreml = check_target_options(opts, source.eager.cfg.num_classes)
     if source.random_weights:
         say(f"warning: {RANDOM_WEIGHTS_NOTE}")
@@ -160,6 +172,7 @@ def export(
     inference = reparameterize(source.eager, size)
     reference = _Reference(source.eager)
     stem = f"partialnet-{source.variant}-{size[0]}x{size[1]}-{opts.precision.value}"
+    stem += "-features" if features else ""
     metadata = artifact_metadata(
         source.variant,
         inference,
@@ -169,6 +182,9 @@ def export(
         checkpoint=source.checkpoint,
         extra={"preprocessing": inputs.record["preprocessing"]},
     )
+    data = dict(inputs.record)
+    if source.backbone_rule is not None:
+        data["backbone_rule"] = source.backbone_rule
     checked: list[_Checked] = []
     try:
         with tempfile.TemporaryDirectory(prefix=".partialnet-export-", dir=out_dir) as scratch:
@@ -194,15 +210,96 @@ def export(
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
-                _place_passed(checked, out_dir, source, opts, say, inputs.record)
+                _place_passed(checked, out_dir, source, opts, say, data)
                 raise
-            manifest = _place_passed(checked, out_dir, source, opts, say, inputs.record)
+            manifest = _place_passed(checked, out_dir, source, opts, say, data)
+            if triton_repo is not None:
+                _write_triton(
+                    ctx, checked, out_dir, Path(triton_repo), triton_ov_threads, triton_ov_hint
+                )
     except OSError as exc:  # the scratch directory itself (creation or clean-up)
         raise ExportFailure(describe_os_error(exc, "writing scratch files", out_dir)) from exc
     rejected = [c for c in checked if not c.passed]
     if rejected:
         raise ParityFailure(_rejection_message(rejected, out_dir), manifest, _records(rejected))
     return manifest
+
+
+def _check_serving_options(
+    opts: ExportOptions,
+    features: bool,
+    eval_data: object,
+    triton_repo: str | Path | None,
+    ov_hint: str,
+) -> None:
+    from partialnet.errors import UsageError
+    from partialnet.export.files import check_destination
+
+    if features and eval_data is not None:
+        raise UsageError(
+            "--eval-data measures classification accuracy; a --features backbone has no "
+            "classes: check it on --calibration-data images instead"
+        )
+    if triton_repo is None:
+        return
+    served = {Target.ONNX, Target.OPENVINO, Target.TRT} & set(opts.targets)
+    if not served:
+        raise UsageError(
+            "--triton-repo serves onnx, openvino and trt artifacts: add one of them to --target"
+        )
+    if opts.dynamic_batch is not None and opts.dynamic_batch[0] != 1:
+        raise UsageError(
+            f"Triton batches requests from 1: use --dynamic-batch 1:{opts.dynamic_batch[1]}:"
+            f"{opts.dynamic_batch[2]} with --triton-repo"
+        )
+    if ov_hint not in ("latency", "throughput"):
+        raise UsageError(f"--triton-ov-hint {ov_hint!r} is not one of: latency, throughput")
+    check_destination(Path(triton_repo), is_dir=True)
+
+
+def _write_triton(
+    ctx: TargetContext,
+    checked: list[_Checked],
+    out_dir: Path,
+    repo: Path,
+    ov_threads: int | None,
+    ov_hint: str,
+) -> None:
+    """A Triton model per placed onnx/openvino/trt artifact (engines: I/O from their ONNX)."""
+    from partialnet.export.openvino_export import ir_xml
+    from partialnet.export.triton import write_triton_repository
+
+    items = []
+    for item in checked:
+        target = item.built.target
+        if not item.passed or target not in (Target.ONNX, Target.OPENVINO, Target.TRT):
+            continue
+        path = out_dir / item.built.name
+        details = dict(item.built.details)
+        if target is Target.OPENVINO:
+            path = ir_xml(path)
+        if target is Target.TRT:  # the ONNX it was built from: placed, or still in scratch
+            onnx_path = ctx.onnx()[0]
+            placed = out_dir / ctx.artifact_name(Target.ONNX)
+            details["onnx"] = str(onnx_path if onnx_path.exists() else placed)
+        items.append((target, path, details))
+    keys = ("input_size", "input_layout", "mean", "std", "crop_pct", "precision")
+    preprocessing = {k: ctx.metadata[k] for k in keys}
+    try:
+        written = write_triton_repository(
+            repo,
+            ctx.stem,
+            items,
+            dynamic_batch=ctx.options.dynamic_batch,
+            preprocessing=preprocessing,
+            ov_threads=ov_threads,
+            ov_hint=ov_hint,
+            warn=lambda msg: ctx.say(f"warning: {msg}"),
+        )
+    except OSError as exc:
+        raise ExportFailure(describe_os_error(exc, "writing the Triton repository", repo)) from exc
+    for directory in written:
+        ctx.say(f"      triton: wrote {directory}")
 
 
 def _build(target: Target, ctx: TargetContext, out_dir: Path) -> BuiltArtifact:
@@ -232,9 +329,10 @@ def _verify(
         return unverified(built.unverified_reason)
     try:
         with built.open_runner(built.staged) as runner:
+            features = ctx.inference.feature_norms is not None
             result = run_parity(
                 reference,
-                runner.infer,
+                runner.infer_all if features else runner.infer,
                 ctx.gate_images,
                 ctx.options.sample_batch,
                 ctx.options.precision,

@@ -229,4 +229,10 @@ _BUILDERS: dict[Target, Callable[[TargetContext], BuiltArtifact]] = {
 
 
 def build_target(target: Target, ctx: TargetContext) -> BuiltArtifact:
-    return _BUILDERS[target](ctx)
+    from partialnet.backbone import describe_outputs
+
+    built = _BUILDERS[target](ctx)
+    batch = None if ctx.options.dynamic_batch else ctx.options.batch
+    # Every output's name, shape and stride (a backbone's four maps, or the logits).
+    built.details["outputs"] = describe_outputs(ctx.inference, batch)
+    return built

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="authors' .ckpt, a .pth state dict or .safetensors; without it the weights are random",
     )
+    src.add_argument(
+        "--features",
+        action="store_true",
+        help="export the backbone's four stage maps feat0..feat3 (strides 4, 8, 16, 32) "
+        "instead of logits; a classifier checkpoint's head is dropped (the manifest says how)",
+    )
     out = p.add_argument_group("artifacts")
     out.add_argument(
         "--target", default="onnx", help="comma-separated onnx, openvino, coreml, trt, or all"
@@ -97,6 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="a seeded sample of this many calibration images",
     )
+    serve = p.add_argument_group("Triton Inference Server")
+    serve.add_argument(
+        "--triton-repo",
+        metavar="DIR",
+        default=None,
+        help="also lay out a Triton model repository here: one model per onnx/openvino/trt "
+        "artifact, with config.pbtxt and 1/model.*",
+    )
+    serve.add_argument(
+        "--triton-ov-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="OpenVINO backend: inference threads (default: the backend's)",
+    )
+    serve.add_argument(
+        "--triton-ov-hint",
+        default="latency",
+        choices=["latency", "throughput"],
+        help="OpenVINO backend: performance hint",
+    )
     trt = p.add_argument_group("TensorRT")
     trt.add_argument(
         "--trt-compute-capability",
@@ -140,14 +167,12 @@ def _verdict(a: ArtifactRecord) -> str:
     if a.parity.get("status") == "unverified":
         return f"unverified: {a.parity['reason']}"
     simulated = " simulated" if a.parity.get("status") == "simulated" else ""
-    text = (
-        ("pass" if a.status == "ok" else "FAIL")
-        + simulated
-        + (
-            f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}, "
-            f"top-1 agreement {a.parity['top1_agreement']:.1%}"
-        )
-    )
+    text = ("pass" if a.status == "ok" else "FAIL") + simulated
+    text += f" (cos {a.parity['cosine']:.6f}, rel {a.parity['max_rel']:.1e}"
+    if a.parity.get("outputs"):
+        text += f", worst of {len(a.parity['outputs'])} outputs"
+    else:
+        text += f", top-1 agreement {a.parity['top1_agreement']:.1%}"
     accuracy = a.accuracy or a.parity.get("accuracy")
     if accuracy:
         text += (
@@ -203,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             coreml_image_input=args.coreml_image_input,
             coreml_class_labels=args.coreml_labels,
             coreml_simulate=args.coreml_simulate,
+            features=args.features,
+            triton_repo=args.triton_repo,
+            triton_ov_threads=args.triton_ov_threads,
+            triton_ov_hint=args.triton_ov_hint,
             eval_data=args.eval_data,
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,

@@ -60,6 +60,8 @@ class ParityResult:
     inputs: str = NOISE  # what the images were: seeded noise, eval or calibration images
     accuracy: dict[str, object] | None = None
     failed_rules: tuple[str, ...] = ()
+    # A backbone: each output judged on its own (no top-1: the maps are not class scores).
+    outputs: dict[str, dict[str, object]] | None = None
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -75,6 +77,12 @@ class ParityResult:
                 f"(eager fp32 {self.accuracy['reference_top1']:.1%})"
             )
         why = f" [{'; '.join(self.failed_rules)}]" if self.failed_rules else ""
+        if self.outputs is not None:
+            return (
+                f"{verdict} ({len(self.outputs)} outputs, worst: max|diff| {self.max_rel:.3g} x "
+                f"max|ref|, cosine {self.cosine:.7f} (min per image "
+                f"{self.min_image_cosine:.5f}), {self.images} images of {self.inputs}){why}"
+            )
         return (
             f"{verdict} (max|diff| {self.max_abs:.3g} = {self.max_rel:.3g} x max|ref|, "
             f"cosine {self.cosine:.7f} (min per image {self.min_image_cosine:.5f}), top-1 "
@@ -130,8 +138,12 @@ def compare(
     labels: np.ndarray | None = None,
     inputs: str = NOISE,
     dataset: str | None = None,
+    classify: bool = True,
 ) -> ParityResult:
-    """Judge ``candidate`` against ``reference`` (N x ... outputs) by ``precision``'s rule."""
+    """Judge ``candidate`` against ``reference`` (N x ... outputs) by ``precision``'s rule.
+
+    ``classify=False`` (feature maps): only the elementwise and cosine rules apply.
+    """
     ref = reference.astype(np.float64).reshape(len(reference), -1)
     out = candidate.astype(np.float64).reshape(len(candidate), -1)
     if ref.shape != out.shape:
@@ -151,7 +163,7 @@ def compare(
     lenient = strict | (margin <= diff.max(1))
     top1, top1_lenient = float(strict.mean()), float(lenient.mean())
     acc = None
-    if labels is not None:
+    if labels is not None and classify:
         acc = accuracy(candidate, labels, reference, dataset or inputs)
 
     failed: list[str] = [] if finite else ["non-finite outputs"]
@@ -161,6 +173,10 @@ def compare(
             failed.append(f"max_rel {max_rel:.3g} > {FP32_MAX_REL:g}")
         if not cos >= FP32_MIN_COSINE:
             failed.append(f"cosine {cos:.7f} < {FP32_MIN_COSINE}")
+    elif not classify:
+        floor = INT8_MIN_IMAGE_COSINE if precision is Precision.INT8 else FP16_MIN_COSINE
+        if not min_cos >= floor:
+            failed.append(f"image cosine {min_cos:.5f} < {floor}")
     elif precision is Precision.INT8:
         if acc is not None:
             drop = float(acc["reference_top1"]) - float(acc["top1"])
@@ -233,7 +249,10 @@ def infer_in_batches(
         n = len(x)
         if n < lo:
             x = np.concatenate([x, np.zeros((lo - n, *x.shape[1:]), np.float32)])
-        outs.append(infer(np.ascontiguousarray(x))[:n])
+        y = infer(np.ascontiguousarray(x))
+        outs.append({k: v[:n] for k, v in y.items()} if isinstance(y, dict) else y[:n])
+    if outs and isinstance(outs[0], dict):
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     return np.concatenate(outs)
 
 
@@ -252,8 +271,12 @@ def run_parity(
     A fixed-batch candidate gets its last batch padded with zeros whose outputs are dropped.
     """
     lo, hi = batch_range or (batch, batch)
-    refs = np.concatenate([reference(x) for x in data.batches(max(lo, min(batch, hi)))])
+    refs_list = [reference(x) for x in data.batches(max(lo, min(batch, hi)))]
     outs = infer_in_batches(candidate, data.images, batch, (lo, hi))
+    if isinstance(outs, dict):
+        refs_all = {k: np.concatenate([r[k] for r in refs_list]) for k in refs_list[0]}
+        return compare_outputs(refs_all, outs, precision, inputs=data.source)
+    refs = np.concatenate(refs_list)
     return compare(
         refs,
         outs,
@@ -261,4 +284,38 @@ def run_parity(
         labels=data.labels,
         inputs=data.source,
         dataset=data.dataset,
+    )
+
+
+def compare_outputs(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    precision: Precision,
+    *,
+    inputs: str = NOISE,
+) -> ParityResult:
+    """Every named output judged on its own (feature maps: no top-1 rule); the result's
+    figures are the worst output's, and it passes only if every output does."""
+    missing = sorted(set(reference) - set(candidate))
+    if missing:
+        raise ValueError(f"the artifact lacks outputs {missing}; it has {sorted(candidate)}")
+    each = {
+        name: compare(reference[name], candidate[name], precision, inputs=inputs, classify=False)
+        for name in reference
+    }
+    results = list(each.values())
+    failed = tuple(f"{name}: {rule}" for name, r in each.items() for rule in r.failed_rules)
+    return ParityResult(
+        max_abs=max(r.max_abs for r in results),
+        max_rel=max(r.max_rel for r in results),
+        cosine=min(r.cosine for r in results),
+        top1_agreement=1.0,  # no class scores: the top-1 rules do not apply to feature maps
+        images=results[0].images,
+        precision=precision.value,
+        passed=not failed,
+        min_image_cosine=min(r.min_image_cosine for r in results),
+        top1_agreement_lenient=1.0,
+        inputs=inputs,
+        failed_rules=failed,
+        outputs={name: r.to_dict() for name, r in each.items()},
     )

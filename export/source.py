@@ -23,6 +23,7 @@ class ExportSource:
     eager: PartialNet
     variant: str
     checkpoint: dict[str, Any] | None  # path, sha256, format; None for random weights
+    backbone_rule: str | None = None  # with features: how the stage maps were obtained
 
     @property
     def random_weights(self) -> bool:
@@ -30,11 +31,21 @@ class ExportSource:
 
 
 def resolve_source(
-    model_or_checkpoint: PartialNet | str | Path | None, variant: str | None
+    model_or_checkpoint: PartialNet | str | Path | None,
+    variant: str | None,
+    features: bool = False,
 ) -> ExportSource:
-    """Build the eager fp32 reference model the export starts from."""
+    """Build the eager fp32 reference model the export starts from.
+
+    ``features``: a backbone returning the four stage maps (see ``partialnet.backbone`` for
+    the rule applied to a classifier checkpoint, stated in the manifest).
+    """
+    if features:
+        return _backbone_source(model_or_checkpoint, variant)
     if isinstance(model_or_checkpoint, PartialNet):
         model = model_or_checkpoint
+        if model.features_only:
+            raise UsageError("this model is a features-only backbone: export it with --features")
         info = getattr(model, "checkpoint_info", None)
     elif isinstance(model_or_checkpoint, (str, Path)):
         model = load_checkpoint(model_or_checkpoint, variant=variant)
@@ -53,3 +64,31 @@ def resolve_source(
         )
     model = model.float().eval()
     return ExportSource(model, model.cfg.name, info)
+
+
+def _backbone_source(
+    model_or_checkpoint: PartialNet | str | Path | None, variant: str | None
+) -> ExportSource:
+    from partialnet.backbone import RULE_CLASSIFIER, backbone_from_checkpoint, drop_feature_norms
+
+    if isinstance(model_or_checkpoint, PartialNet):
+        model = model_or_checkpoint
+        if not model.features_only:
+            raise UsageError(
+                "--features needs a backbone: pass a checkpoint path or a model built with "
+                "create_model(..., features_only=True)"
+            )
+        info, rule = getattr(model, "checkpoint_info", None), "the model as given"
+    elif isinstance(model_or_checkpoint, (str, Path)):
+        model, rule = backbone_from_checkpoint(model_or_checkpoint, variant=variant)
+        info = model.checkpoint_info
+    elif variant is not None:
+        torch.manual_seed(0)  # the same random weights as the classifier export's body
+        model = drop_feature_norms(create_model(variant, features_only=True))
+        info, rule = None, RULE_CLASSIFIER
+    else:
+        raise UsageError(
+            "nothing to export: give --variant (t0, t1, t2, s, m, l) and/or --checkpoint PATH"
+        )
+    model = model.float().eval()
+    return ExportSource(model, model.cfg.name, info, rule)

@@ -22,15 +22,16 @@ export manifest.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from partialnet.checkpoint import config_from_checkpoint, load_state_dict, load_weights_into
 from partialnet.errors import CheckpointMismatchError
+from partialnet.files import sha256_path
 from partialnet.model import PartialNet, build_model
 
 FEATURE_STRIDES = (4, 8, 16, 32)
@@ -140,13 +141,9 @@ def backbone_from_checkpoint(
         rule = RULE_CLASSIFIER
     model.eval()
     # What export's resolve_source reads for the manifest, as load_checkpoint records it.
-    model.checkpoint_info = {"path": str(path), "sha256": _sha256(path), "backbone_rule": rule}
+    model.checkpoint_info = {
+        "path": str(path),
+        "sha256": sha256_path(Path(path)),
+        "backbone_rule": rule,
+    }
     return model, rule
-
-
-def _sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
