@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights (repeatable); the variant comes from it",
     )
     add(
+        "--features",
+        action="store_true",
+        help="check the backbones (four stage maps, each output on its own) instead of the "
+        "classifiers",
+    )
+    add(
         "--eval-data",
         type=Path,
         help="labelled images (ImageFolder layout): every cell runs them and reports "
@@ -145,6 +151,11 @@ def _check_folders(sources: list[Source], args: argparse.Namespace) -> None:
     """Refuse unusable image folders before the first cell runs (one line, exit 2)."""
     from partialnet.images import calibration_images, labelled_folder
 
+    if args.eval_data is not None and any(s.spec.features for s in sources):
+        raise UsageError(
+            "--eval-data measures classification accuracy; backbones have no classes: use "
+            "--calibration-data images with --features"
+        )
     if args.eval_data is not None:
         for source in sources:
             if source.eager is not None:

@@ -51,11 +51,19 @@ def source_images(
 
 
 @torch.inference_mode()
-def reference_outputs(eager: torch.nn.Module, inputs: np.ndarray, batch: int) -> np.ndarray:
+def reference_outputs(
+    eager: torch.nn.Module, inputs: np.ndarray, batch: int
+) -> np.ndarray | dict[str, np.ndarray]:
+    """The eager model's logits, or a backbone's maps by name (feat0..feat3)."""
     outs = []
     for i in range(0, len(inputs), batch):
         out = eager(torch.from_numpy(inputs[i : i + batch]))
-        outs.append((out[0] if isinstance(out, (tuple, list)) else out).float().numpy())
+        if isinstance(out, (tuple, list)):
+            outs.append({f"feat{j}": t.float().numpy() for j, t in enumerate(out)})
+        else:
+            outs.append(out.float().numpy())
+    if isinstance(outs[0], dict):
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     return np.concatenate(outs)
 
 
@@ -96,7 +104,7 @@ def run_cell(
     base: Cell,
     prepare: Any,
     data: gate.GateImages,
-    reference: np.ndarray,
+    reference: np.ndarray | dict[str, np.ndarray],
     batch: int,
     threads: int | None,
     note: str | None = None,
@@ -111,15 +119,22 @@ def run_cell(
         options = _runner_options(base.runtime, base.precision, threads, ov_precision)
         with open_runner(base.runtime, artifact, **options) as runner:
             info = runner.info()
-            out = gate.infer_in_batches(runner.infer, data.images, batch, info.batch_range)
-        result = gate.compare(
-            reference,
-            out,
-            Precision(base.precision),
-            labels=data.labels,
-            inputs=data.source,
-            dataset=data.dataset,
-        )
+            multi = isinstance(reference, dict)
+            infer = runner.infer_all if multi else runner.infer
+            out = gate.infer_in_batches(infer, data.images, batch, info.batch_range)
+        if multi:
+            result = gate.compare_outputs(
+                reference, out, Precision(base.precision), inputs=data.source
+            )
+        else:
+            result = gate.compare(
+                reference,
+                out,
+                Precision(base.precision),
+                labels=data.labels,
+                inputs=data.source,
+                dataset=data.dataset,
+            )
     except (RuntimeUnavailableError, MissingDependencyError) as exc:
         cell.status, cell.reason = "unavailable", f"cannot run here: {one_line(exc)}"
     except Exception as exc:  # a broken artifact or a bug: reported, and the exit code is 1
@@ -133,6 +148,7 @@ def run_cell(
         cell.images, cell.runner_precision = result.images, info.precision
         cell.inputs, cell.accuracy = result.inputs, result.accuracy
         cell.simulated = bool(info.extra.get("simulated"))
+        cell.outputs = len(result.outputs) if result.outputs else None
         why = "; ".join(result.failed_rules)
         computed = info.precision
         if computed != base.precision and not (base.precision == "int8" and computed == "fp32"):

@@ -67,6 +67,7 @@ def export_job(
                 verify=False,
                 output_dir=out_dir,
                 progress=say,
+                features=spec.features,
                 **shape,
                 **((data or {}) if precision == "int8" else {}),
             )

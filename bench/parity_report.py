@@ -29,6 +29,7 @@ class Cell:
     inputs: str | None = None  # seeded noise, eval images or calibration images
     accuracy: dict[str, Any] | None = None  # with labelled images: top1, top5, reference_top1
     simulated: bool = False  # CoreML off macOS: the MIL reference interpreter, not a device
+    outputs: int | None = None  # a backbone: how many maps were each checked (worst shown)
     seconds: float | None = None
     cpu_seconds: float | None = None  # this process's CPU time (all threads) in the cell
     runner_precision: str | None = None
@@ -69,6 +70,9 @@ def cell_text(cell: Cell) -> str:
     if cell.status in ("pass", "fail"):
         cos = "-" if cell.cosine is None else f"{cell.cosine:.7f}"
         rel = "-" if cell.max_rel is None else f"{cell.max_rel:.2g}"
+        if cell.outputs:
+            verdict = cell.status.upper() + (" (simulated)" if cell.simulated else "")
+            return f"{verdict} cos {cos} rel {rel} (worst of {cell.outputs} outputs)"
         top1 = f"top-1 {cell.top1_agreement:.1%}"
         lenient = cell.top1_agreement_lenient
         if cell.precision == Precision.FP16.value and lenient != cell.top1_agreement:

@@ -23,8 +23,13 @@ class ModelSpec:
 
     variant: str | None  # the variant, or a checkpoint's variant hint
     checkpoint: str | None = None
+    features: bool = False  # a backbone (the four stage maps), built as --features builds it
 
     def build(self) -> torch.nn.Module:
+        if self.features:
+            from partialnet.export.source import resolve_source
+
+            return resolve_source(self.checkpoint, self.variant, features=True).eager
         if self.checkpoint is not None:
             return partialnet.load_checkpoint(self.checkpoint, variant=self.variant).float().eval()
         torch.manual_seed(0)  # as partialnet-export --variant: the same random weights each run
@@ -46,9 +51,10 @@ class Source:
 
 def sources_from_args(args: argparse.Namespace) -> list[Source]:
     if args.artifacts is not None:
-        return _artifactsources_from_args(args)
+        return _artifact_sources(args)
     if not args.checkpoint:
-        return [_source(ModelSpec(v)) for v in args.variants or partialnet.list_variants()]
+        variants = args.variants or partialnet.list_variants()
+        return [_source(ModelSpec(v, features=args.features)) for v in variants]
     hints = args.variants or [None] * len(args.checkpoint)
     if len(hints) != len(args.checkpoint):
         raise UsageError(
@@ -56,7 +62,7 @@ def sources_from_args(args: argparse.Namespace) -> list[Source]:
             "give exactly one variant per --checkpoint as a hint"
         )
     sources = [
-        _source(ModelSpec(h, str(p)), keep=True)
+        _source(ModelSpec(h, str(p), args.features), keep=True)
         for p, h in zip(args.checkpoint, hints, strict=True)
     ]
     return _unique_labels(sources, [p.stem for p in args.checkpoint])
@@ -84,7 +90,7 @@ def _unique_labels(sources: list[Source], tags: list[str]) -> list[Source]:
     return sources
 
 
-def _artifactsources_from_args(args: argparse.Namespace) -> list[Source]:
+def _artifact_sources(args: argparse.Namespace) -> list[Source]:
     """One source per manifest.json in --artifacts DIR or in its direct subdirectories."""
     from partialnet.export.manifest import MANIFEST_NAME, load_manifest
 
@@ -123,17 +129,18 @@ def _artifactsources_from_args(args: argparse.Namespace) -> list[Source]:
 def _manifest_spec(manifest: Any, directory: Path, checkpoints: dict[str, Path]) -> ModelSpec:
     """The model the manifest's artifacts were exported from: its checkpoint, or for random
     weights the variant seeded as ``partialnet-export --variant`` seeds it."""
+    features = "backbone_rule" in (manifest.data or {})
     if manifest.checkpoint is None:
         if manifest.variant not in partialnet.list_variants():
             raise UsageError(f"{directory}: unknown variant {manifest.variant!r} in manifest.json")
-        return ModelSpec(manifest.variant)
+        return ModelSpec(manifest.variant, features=features)
     sha = str(manifest.checkpoint.get("sha256"))
     if sha not in checkpoints:
         raise UsageError(
             f"{directory} was exported from checkpoint {manifest.checkpoint.get('path')} "
             f"(sha256 {sha[:12]}...): pass that file with --checkpoint"
         )
-    return ModelSpec(manifest.variant, str(checkpoints[sha]))
+    return ModelSpec(manifest.variant, str(checkpoints[sha]), features)
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
