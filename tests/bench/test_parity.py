@@ -199,3 +199,15 @@ def test_inputs_are_the_export_gates_first_images() -> None:
     noise = gate.noise_images(chw, 8, 12)
     assert noise.source == gate.NOISE and noise.labels is None
     np.testing.assert_array_equal(noise.images, gate_batches[:12])
+
+
+def test_backbones_are_checked_output_by_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--variants", "t0", "--features", "--runtimes", "torch,onnxruntime"]
+    argv += ["--precisions", "fp32", "--images", "4", "--batch", "2", "--output", str(tmp_path)]
+    code, stdout, _ = _run(capsys, *argv)
+    assert code == 0 and "worst of 4 outputs" in stdout
+    cells = _cells(tmp_path)
+    assert [c["outputs"] for c in cells] == [4, 4]
+    assert all(c["status"] == "pass" and c["max_rel"] <= gate.FP32_MAX_REL for c in cells)
