@@ -153,3 +153,32 @@ def write_photo_folder(directory: PathLike, *, quadrants: bool = False) -> Path:
             options = {"quality": 95} if fmt == "jpg" else {}
             part.save(root / f"{name}{suffix}.{fmt}", **options)
     return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the real-image folders the parity matrix and the examples use."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m partialnet.bench.datasets",
+        description="Write scikit-learn's digits (train/val ImageFolder, 64x64 RGB PNGs) and "
+        "scikit-image's bundled photographs as image folders.",
+    )
+    parser.add_argument("--digits", type=Path, help="write digits/train and digits/val here")
+    parser.add_argument("--photos", type=Path, help="write the photographs here")
+    parser.add_argument(
+        "--quadrants", action="store_true", help="also each photo's four quarters (85 images)"
+    )
+    args = parser.parse_args(argv)
+    if args.digits is None and args.photos is None:
+        parser.error("give --digits DIR and/or --photos DIR")
+    if args.digits is not None:
+        train, val = write_digits_folders(args.digits)
+        print(f"digits: {train} and {val}")
+    if args.photos is not None:
+        print(f"photos: {write_photo_folder(args.photos, quadrants=args.quadrants)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
