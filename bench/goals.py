@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 
 import partialnet
 from partialnet.bench.baseline import export_eager_onnx
-from partialnet.bench.environment import PeakGemm
+from partialnet.bench.environment import PeakGemm, cpu_model, isa_summary
 from partialnet.bench.measure import measure
 from partialnet.export import export
 from partialnet.runtimes import open_runner
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=50)
     args = parser.parse_args(argv)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"CPU: {cpu_model()} ({isa_summary()}), {args.threads} threads, load {load:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         goal_speedup(Path(tmp), args.threads, args.iterations)
         goal_vs_direct_export(Path(tmp), args.threads, args.iterations)
