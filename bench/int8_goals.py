@@ -1,7 +1,7 @@
 """The INT8 and CPU-runtime goals, measured in one run on this machine and printed.
 
     python -m partialnet.bench.int8_goals [--threads 2] [--iterations 50] [--rounds 3]
-        [--variants t1] [--digits CKPT]
+        [--variants t1] [--digits CKPT] [--opset 18] [--profile]
 
 1. t1, 224 px, batch 1: int8 / fp32 latency on the same runtime (goals: OpenVINO <= 0.5,
    ONNX Runtime <= 0.7), for both Q/DQ flavours on ONNX Runtime, with the quantizers' time.
@@ -16,7 +16,8 @@ model has. Calibration uses crops of scikit-image's photos (noise where it is no
 installed). Each runner is opened, measured and closed alone (one runtime at a time); compared
 sides alternate over ``--rounds`` rounds and the best p50 of each is kept. The CPU's ISA and
 the load average are printed with the figures: on a shared machine re-run them when it is
-quiet. Nothing here is a test.
+quiet. Nothing here is a test. ``--profile`` adds ONNX Runtime's own per-op-type kernel
+time (``enable_profiling``) of the fp32 and int8 graphs.
 """
 
 from __future__ import annotations
@@ -102,10 +103,14 @@ def calibration_images(n: int, size: int, mean, std, seed: int = 0) -> tuple[np.
     return ((np.stack(out) - m) / s).astype(np.float32), "scikit-image photo crops"
 
 
-def build(model: torch.nn.Module, out: Path, size: int, calib: np.ndarray) -> dict[str, Path]:
+def build(
+    model: torch.nn.Module, out: Path, size: int, calib: np.ndarray, opset: int = 18
+) -> dict[str, Path]:
     """fp32 ONNX + IR (our inference form), the eager direct export, both Q/DQ flavours and
     the NNCF IR; prints how long each quantizer took."""
-    manifest = export(model, targets="onnx,openvino", output_dir=out, imgsz=size, verify=False)
+    manifest = export(
+        model, targets="onnx,openvino", output_dir=out, imgsz=size, verify=False, opset=opset
+    )
     paths = {a.target: out / a.path for a in manifest.artifacts}
     paths["eager"] = export_eager_onnx(model, out / "eager.onnx", (size, size))
     timings = []
@@ -193,6 +198,36 @@ def goal_runtimes(paths: dict[str, Path], args: argparse.Namespace, variant: str
         )
 
 
+def ort_profile(path: Path, threads: int, runs: int = 50, top: int = 12) -> None:
+    """ONNX Runtime's kernel time per op type (after its graph optimizations), per run."""
+    import collections
+    import json
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.zeros((1, 3, 224, 224), np.float32)}
+        for _ in range(runs):
+            session.run(None, feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    micros: collections.Counter[str] = collections.Counter()
+    nodes: collections.Counter[str] = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            micros[event["args"]["op_name"]] += event["dur"]
+            nodes[event["args"]["op_name"]] += 1
+    total = sum(micros.values()) / runs / 1e3
+    print(f"   profile {path.name}: {total:.2f} ms kernel time per run ({threads} threads)")
+    for op, us in micros.most_common(top):
+        print(f"     {op:24} {us / runs / 1e3:7.3f} ms  {nodes[op] // runs:3d} nodes")
+
+
 def digits_images(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as the model sees them: 8x8 grey upscaled (bicubic) to the
     model's resize side, centre-cropped, RGB, normalized with its mean/std."""
@@ -219,12 +254,12 @@ def _predict(runtime: str, path: Path, images: np.ndarray, threads: int) -> np.n
         return np.concatenate([runner.infer(images[i : i + 1]) for i in range(len(images))])
 
 
-def goal_digits(checkpoint: Path, tmp: Path, threads: int) -> None:
+def goal_digits(checkpoint: Path, tmp: Path, threads: int, opset: int = 18) -> None:
     model = partialnet.load_checkpoint(checkpoint).eval()
     images, labels = digits_images(model)
     # Calibration on the first images, accuracy on the rest (never calibrated on).
     calib, held, held_labels = images[:128], images[512:], labels[512:]
-    paths = build(model, tmp / "digits", model.cfg.meta.input_size[0], calib)
+    paths = build(model, tmp / "digits", model.cfg.meta.input_size[0], calib, opset)
     pairs = (
         ("onnxruntime", "onnx", "qdq-onnxruntime"),
         ("onnxruntime", "onnx", "qdq-tensorrt"),
@@ -251,18 +286,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default="t1", help="comma list, e.g. t0,t1")
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS)
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (20: a Gelu op)")
+    parser.add_argument("--profile", action="store_true", help="ONNX Runtime per-op profile")
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_isa()}; {load()}")
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants.split(","):
             model = random_model(variant)
             calib, source = calibration_images(CALIBRATION_IMAGES, 224, *_norm(model))
-            print(f"{variant}: random weights, calibration on {source}")
-            paths = build(model, Path(tmp) / variant, 224, calib)
+            print(f"{variant}: random weights, opset {args.opset}, calibration on {source}")
+            paths = build(model, Path(tmp) / variant, 224, calib, args.opset)
+            if args.profile:
+                for key in ("onnx", "qdq-onnxruntime"):
+                    ort_profile(paths[key], args.threads)
             goal_int8_speed(paths, args, variant)
             goal_runtimes(paths, args, variant)
         if args.digits.is_file():
-            goal_digits(args.digits, Path(tmp), args.threads)
+            goal_digits(args.digits, Path(tmp), args.threads, args.opset)
         else:
             print(f"4. digits: skipped, no trained checkpoint at {args.digits} (--digits)")
     print("Shared machines distort absolute figures: re-run on a quiet one for the README.")
