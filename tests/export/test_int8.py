@@ -50,15 +50,18 @@ def _normalize(rgb01: np.ndarray, mean, std) -> np.ndarray:
 
 
 def _digits(meta) -> np.ndarray:
+    """The 8x8 digits upscaled (bicubic) to the model's resize side and centre-cropped, as
+    its eval transform does, in RGB."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    images = load_digits().images[: CALIBRATION + HELD_OUT] / 16.0
-    up = [
-        np.asarray(Image.fromarray((d * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC))
-        for d in images
-    ]
-    rgb = np.repeat(np.stack(up)[:, None].astype(np.float32) / 255.0, 3, axis=1)
+    side = int(SIZE / meta.crop_pct)
+    top = round((side - SIZE) / 2)
+    out = []
+    for digit in load_digits().images[: CALIBRATION + HELD_OUT] / 16.0:
+        pil = Image.fromarray((digit * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
+        out.append(np.asarray(pil, np.float32)[top : top + SIZE, top : top + SIZE] / 255.0)
+    rgb = np.repeat(np.stack(out)[:, None], 3, axis=1)
     return _normalize(rgb, meta.mean, meta.std)
 
 
