@@ -90,7 +90,7 @@ def _runner_options(
         own = "fp16" if precision == Precision.FP16.value else "fp32"
         options["precision"] = ov_precision or own
     elif runtime == "onnxruntime":
-        options["spinning"] = False  # the cells follow torch's reference on the same cores
+        options["allow_spinning"] = False  # the cells follow torch's reference on the same cores
     if threads and runtime in ("torch", "onnxruntime", "openvino"):
         options["threads"] = threads
     return options

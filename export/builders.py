@@ -140,7 +140,7 @@ def _onnx(ctx: TargetContext) -> BuiltArtifact:
     name = ctx.artifact_name(Target.ONNX)
     # Spinning off: the gate runs right after torch's reference, on the same cores.
     return BuiltArtifact(
-        Target.ONNX, path, name, facts, None, _runner("onnxruntime", spinning=False)
+        Target.ONNX, path, name, facts, None, _runner("onnxruntime", allow_spinning=False)
     )
 
 

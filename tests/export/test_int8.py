@@ -1,0 +1,248 @@
+"""INT8 quantizers: Q/DQ ONNX (both flavours), NNCF IR, CoreML W8, and the agreement check.
+
+The model is the trained digits t0 at 64 px when its checkpoint is in tests/fixtures (images:
+scikit-learn's digits); otherwise a random-weight t0 at 64 px with randomized BatchNorms
+(images: crops of scikit-image's photos). A random-weight classifier puts every photo in the
+same class, so top-1 agreement means nothing there: the full gate (agreement >= 97% and
+per-image cosine >= 0.98, ``partialnet.export.int8_gate``) is asserted on the trained model,
+the cosine alone on the random one. Calibration and checking use disjoint images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize
+
+import partialnet
+from partialnet.errors import UsageError
+from partialnet.export import export
+from partialnet.export.calibration import rebatch
+from partialnet.export.int8_gate import INT8_MIN_COSINE, int8_agreement
+from partialnet.export.int8_onnx import QdqFlavour, fp32_islands, qdq_facts, quantize_onnx
+from partialnet.runtimes import open_runner
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+SIZE = 64
+DIGITS_CKPT = Path(__file__).resolve().parents[1] / "fixtures" / "digits_t0_64.ckpt"
+CALIBRATION, HELD_OUT = 32, 96
+
+
+@dataclass
+class Subject:
+    onnx: Path
+    xml: Path
+    calibration: np.ndarray
+    held_out: np.ndarray
+    trained: bool
+
+
+def _normalize(rgb01: np.ndarray, mean, std) -> np.ndarray:
+    m = np.asarray(mean, np.float32)[None, :, None, None]
+    s = np.asarray(std, np.float32)[None, :, None, None]
+    return ((rgb01 - m) / s).astype(np.float32)
+
+
+def _digits(meta) -> np.ndarray:
+    """The 8x8 digits upscaled (bicubic) to the model's resize side and centre-cropped, as
+    its eval transform does, in RGB."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    side = int(SIZE / meta.crop_pct)
+    top = round((side - SIZE) / 2)
+    out = []
+    for digit in load_digits().images[: CALIBRATION + HELD_OUT] / 16.0:
+        pil = Image.fromarray((digit * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
+        out.append(np.asarray(pil, np.float32)[top : top + SIZE, top : top + SIZE] / 255.0)
+    rgb = np.repeat(np.stack(out)[:, None], 3, axis=1)
+    return _normalize(rgb, meta.mean, meta.std)
+
+
+def _photo_crops(n: int, meta, seed: int = 0) -> np.ndarray:
+    """Random square crops (30-100% of the short side) of scikit-image's colour photos."""
+    import skimage.data
+    from PIL import Image
+
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    photos = [getattr(skimage.data, name)() for name in names]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        photo = photos[rng.integers(len(photos))]
+        h, w = photo.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.3, 1.0))
+        y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        crop = Image.fromarray(photo[y : y + side, x : x + side])
+        crop = crop.resize((SIZE, SIZE), Image.BICUBIC)
+        out.append(np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0)
+    return _normalize(np.stack(out), meta.mean, meta.std)
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory) -> Subject:
+    out = tmp_path_factory.mktemp("int8")
+    if DIGITS_CKPT.exists():
+        model, trained = partialnet.load_checkpoint(DIGITS_CKPT).eval(), True
+        images = _digits(model.cfg.meta)
+    else:
+        torch.manual_seed(0)
+        model, trained = randomize(partialnet.create_model("t0")).eval(), False
+        images = _photo_crops(CALIBRATION + HELD_OUT, model.cfg.meta)
+    manifest = export(model, targets="onnx,openvino", output_dir=out, imgsz=SIZE, verify=False)
+    paths = {a.target: out / a.path for a in manifest.artifacts}
+    return Subject(
+        paths["onnx"], paths["openvino"], images[:CALIBRATION], images[CALIBRATION:], trained
+    )
+
+
+def _logits(runtime: str, path: Path, images: np.ndarray, **options) -> np.ndarray:
+    with open_runner(runtime, path, threads=2, **options) as runner:
+        return np.concatenate([runner.infer(images[i : i + 1]) for i in range(len(images))])
+
+
+def _check(subject: Subject, runtime: str, fp32: Path, int8: Path) -> None:
+    ref = _logits(runtime, fp32, subject.held_out)
+    result = int8_agreement(ref, _logits(runtime, int8, subject.held_out))
+    assert result.min_cosine >= INT8_MIN_COSINE, result.summary()
+    if subject.trained:
+        assert result.passed, result.summary()
+
+
+@pytest.fixture(scope="module")
+def qdq(subject: Subject, tmp_path_factory) -> dict[QdqFlavour, tuple[Path, dict]]:
+    out = tmp_path_factory.mktemp("qdq")
+    built = {}
+    for flavour in QdqFlavour:
+        path = out / f"int8-{flavour.value}.onnx"
+        # Batches of 8 into a batch-1 graph: the quantizer cuts them itself.
+        batches = [subject.calibration[i : i + 8] for i in range(0, CALIBRATION, 8)]
+        built[flavour] = path, quantize_onnx(subject.onnx, path, batches, flavour=flavour)
+    return built
+
+
+@pytest.mark.parametrize("flavour", list(QdqFlavour))
+def test_qdq_onnx_agrees_with_fp32_in_onnxruntime(subject, qdq, flavour) -> None:
+    path, facts = qdq[flavour]
+    assert facts["calibration_images"] == CALIBRATION
+    _check(subject, "onnxruntime", subject.onnx, path)
+
+
+def test_qdq_flavours_differ_where_their_consumers_need(qdq) -> None:
+    ort_facts, trt_facts = qdq[QdqFlavour.ONNXRUNTIME][1], qdq[QdqFlavour.TENSORRT][1]
+    for facts in (ort_facts, trt_facts):
+        assert facts["quantize_nodes"] > 0 and facts["dequantize_nodes"] > 0
+    # TensorRT-RTX's parser refuses a DequantizeLinear of Int32 (ONNX Runtime's bias form).
+    assert trt_facts["int32_dequantize_nodes"] == 0
+    # ONNX Runtime fuses a Conv into QLinearConv only with an int32 bias.
+    assert ort_facts["int32_dequantize_nodes"] > 0
+    assert qdq_facts(qdq[QdqFlavour.TENSORRT][0]) == {
+        k: trt_facts[k] for k in ("quantize_nodes", "dequantize_nodes", "int32_dequantize_nodes")
+    }
+
+
+def test_fp32_islands_stay_float(subject, qdq) -> None:
+    fp32 = onnx.load(str(subject.onnx))
+    islands = fp32_islands(fp32)
+    # t0: one channel gate per PAT_ch block (depths 1, 2, 8) and two attention matmuls per
+    # PAT_sf block (depth 2).
+    assert len(islands) == 11 + 4
+    for flavour, (path, facts) in qdq.items():
+        proto = onnx.load(str(path))
+        producers = {out: n for n in proto.graph.node for out in n.output}
+        for node in proto.graph.node:
+            if node.name in islands:
+                fed = [producers[i].op_type for i in node.input if i in producers]
+                assert "DequantizeLinear" not in fed, (flavour, node.name, fed)
+        assert sorted(facts["fp32_nodes"]) == sorted(islands)
+
+
+def test_tensorrt_flavour_parses_and_builds(qdq, tmp_path) -> None:
+    from partialnet.errors import MissingDependencyError
+    from partialnet.export.tensorrt import TensorRTBuildConfig, build_engine, import_tensorrt
+
+    try:
+        import_tensorrt()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    facts = build_engine(
+        qdq[QdqFlavour.TENSORRT][0], tmp_path / "int8.engine", TensorRTBuildConfig()
+    )
+    assert facts["strongly_typed"] and facts["engine_bytes"] > 0
+
+
+def test_corrupted_scale_fails_the_agreement_check(subject, qdq, tmp_path) -> None:
+    path = qdq[QdqFlavour.ONNXRUNTIME][0]
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    # One weight scale x100. On the trained model, the stem's (measured: agreement 58%, worst
+    # cosine -0.50; a stage-3 MLP conv's gives 98.3% agreement but worst cosine 0.64). A
+    # random-weight net's logits barely depend on early layers (stem x100: cosine 0.995), so
+    # there the classifier's hidden layer is corrupted instead (cosine 0.72).
+    layer = "stem.weight" if subject.trained else "head.pre_head.weight"
+    weight_dq = [
+        n
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0].startswith(layer) and n.input[1] in inits
+    ]
+    scale = inits[weight_dq[0].input[1]]
+    values = onnx.numpy_helper.to_array(scale) * 100
+    scale.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), scale.name))
+    corrupted = tmp_path / "corrupted.onnx"
+    onnx.save(proto, str(corrupted))
+    ref = _logits("onnxruntime", subject.onnx, subject.held_out)
+    result = int8_agreement(ref, _logits("onnxruntime", corrupted, subject.held_out))
+    assert not result.passed, result.summary()
+
+
+def test_nncf_ir_agrees_with_fp32_in_openvino(subject, tmp_path) -> None:
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    from partialnet.export.int8_openvino import quantize_openvino
+
+    xml = tmp_path / "int8.xml"
+    # The fast bias correction keeps this test quick; the default is measured by the bench.
+    facts = quantize_openvino(
+        subject.xml, xml, [subject.calibration], fast_bias_correction=True, metadata={"a": "b"}
+    )
+    assert facts["fake_quantize_nodes"] > 0 and facts["calibration_images"] == CALIBRATION
+    assert len(facts["fp32_nodes"]) == 11 + 4
+    assert xml.with_suffix(".bin").is_file()
+    _check(subject, "openvino", subject.xml, xml)
+
+
+def test_rebatch_cuts_to_a_fixed_batch_and_passes_a_dynamic_one() -> None:
+    a, b = np.zeros((3, 3, 4, 4), np.float32), np.ones((5, 3, 4, 4), np.float32)
+    fixed = list(rebatch([a, b], 4))
+    assert [x.shape[0] for x in fixed] == [4, 4]
+    assert fixed[0][3].max() == 1 and fixed[0][2].max() == 0  # order kept across the seam
+    assert [x.shape[0] for x in rebatch([a, b], None)] == [3, 5]
+    assert [x.shape[0] for x in rebatch([a], 4)] == []  # a tail shorter than the batch is dropped
+    with pytest.raises(UsageError, match="NCHW"):
+        list(rebatch([np.zeros((3, 4, 4), np.float32)], 1))
+
+
+def test_no_calibration_images_is_a_usage_error(subject, tmp_path) -> None:
+    with pytest.raises(UsageError, match="calibration"):
+        quantize_onnx(subject.onnx, tmp_path / "x.onnx", [])
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnxruntime_runner_spinning_is_an_option(subject) -> None:
+    key = "session.intra_op.allow_spinning"
+    with open_runner("onnxruntime", subject.onnx, threads=2) as runner:
+        assert runner.info().extra["allow_spinning"] is True
+        # ONNX Runtime's default: no entry set, so the getter refuses the key.
+        with pytest.raises(Exception, match="does not have configuration"):
+            runner.session.get_session_options().get_session_config_entry(key)
+    with open_runner("onnxruntime", subject.onnx, threads=2, allow_spinning=False) as runner:
+        assert runner.info().extra["allow_spinning"] is False
+        assert runner.session.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(UsageError, match="allow_spinning"):
+        open_runner("onnxruntime", subject.onnx, allow_spinning="no")
