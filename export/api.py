@@ -204,9 +204,10 @@ def export(
                 for index, target in enumerate(opts.targets, 1):
                     say(f"[{index}/{len(opts.targets)}] {target.value}: exporting")
                     started = time.perf_counter()
-                    built = _build(target, ctx, out_dir)
-                    parity = _verify(built, ctx, reference, say)
-                    checked.append(_Checked(built, parity, time.perf_counter() - started))
+                    for built in _build(target, ctx, out_dir):
+                        parity = _verify(built, ctx, reference, say)
+                        elapsed = time.perf_counter() - started
+                        checked.append(_Checked(built, parity, elapsed))
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
@@ -274,6 +275,8 @@ def _write_triton(
         target = item.built.target
         if not item.passed or target not in (Target.ONNX, Target.OPENVINO, Target.TRT):
             continue
+        if target is Target.ONNX and item.built.details.get("flavour") == "tensorrt":
+            continue  # int8: Triton's ONNX Runtime serves the ONNX Runtime flavour
         path = out_dir / item.built.name
         details = dict(item.built.details)
         if target is Target.OPENVINO:
@@ -302,7 +305,7 @@ def _write_triton(
         ctx.say(f"      triton: wrote {directory}")
 
 
-def _build(target: Target, ctx: TargetContext, out_dir: Path) -> BuiltArtifact:
+def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtifact]:
     """Build one target in scratch; any failure becomes one ExportFailure line."""
     try:
         return build_target(target, ctx)

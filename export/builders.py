@@ -37,6 +37,7 @@ class TargetContext:
     gate_images: Any = None  # parity.GateImages the gate runs on
     calibration: Any = None  # N x C x H x W float32 int8 calibration images, else None
     _onnx: tuple[Path, dict[str, Any]] | None = field(default=None, init=False)
+    _qdq: dict[str, tuple[Path, dict[str, Any]]] = field(default_factory=dict, init=False)
 
     def artifact_name(self, target: Target) -> str:
         return f"{self.stem}{ARTIFACT_SUFFIX[target]}"
@@ -45,6 +46,8 @@ class TargetContext:
         """The ONNX of ``exported`` in scratch, written once and shared by ONNX/OV/TRT."""
         if self._onnx is None:
             path = self.scratch / self.artifact_name(Target.ONNX)
+            if self.int8:  # the fp32 source of the quantizers; the int8 ONNX takes the name
+                path = path.with_name(f"{self.stem}-fp32-source.onnx")
             facts = export_onnx(
                 self.exported,
                 path,
@@ -56,6 +59,29 @@ class TargetContext:
             )
             self._onnx = (path, facts)
         return self._onnx
+
+    @property
+    def int8(self) -> bool:
+        return self.options.precision is Precision.INT8
+
+    def calibration_batches(self, batch: int = 8) -> list[Any]:
+        """The int8 calibration images in batches (a dynamic-batch graph takes any size; a
+        fixed one is cut to its batch by the quantizers)."""
+        images = self.calibration
+        return [images[i : i + batch] for i in range(0, len(images), batch)]
+
+    def qdq_onnx(self, flavour: str) -> tuple[Path, dict[str, Any]]:
+        """The int8 Q/DQ ONNX of one flavour (onnxruntime or tensorrt), written once."""
+        from partialnet.export.int8_onnx import QdqFlavour, quantize_onnx
+
+        if flavour not in self._qdq:
+            fp32, _ = self.onnx()
+            suffix = "" if flavour == QdqFlavour.ONNXRUNTIME.value else f"-{flavour}"
+            path = self.scratch / f"{self.stem}{suffix}{ARTIFACT_SUFFIX[Target.ONNX]}"
+            self.say(f"      int8: calibrating the {flavour} Q/DQ ONNX")
+            facts = quantize_onnx(fp32, path, self.calibration_batches(), flavour=flavour)
+            self._qdq[flavour] = (path, facts)
+        return self._qdq[flavour]
 
 
 @dataclass
@@ -110,8 +136,10 @@ def check_target_options(options: ExportOptions, num_classes: int) -> Any:
                 f"{options.coreml_class_labels} has {len(labels)} labels for a model with "
                 f"{num_classes} classes: give exactly one label per line, one per class"
             )
+    # int8: converted in fp32, then its weights quantized (W8).
+    precision = "fp32" if options.precision is Precision.INT8 else options.precision.value
     return CoreMLOptions(
-        precision=options.precision.value,
+        precision=precision,
         minimum_deployment_target=options.coreml_min_target,
         image_input=options.coreml_image_input,
         class_labels=labels,
@@ -135,7 +163,17 @@ def _runner(runtime: str, **options: Any) -> Callable[[Path], Any]:
     return open_it
 
 
-def _onnx(ctx: TargetContext) -> BuiltArtifact:
+def _onnx(ctx: TargetContext) -> BuiltArtifact | list[BuiltArtifact]:
+    if ctx.int8:
+        # One graph cannot serve both: ONNX Runtime is fastest with uint8 activations and
+        # int32 biases, which TensorRT refuses (see partialnet.export.int8_onnx).
+        built = []
+        for flavour in ("onnxruntime", "tensorrt"):
+            path, facts = ctx.qdq_onnx(flavour)
+            facts = {**facts, "serves": "ONNX Runtime" if flavour == "onnxruntime" else "TensorRT"}
+            runner = _runner("onnxruntime", allow_spinning=False)
+            built.append(BuiltArtifact(Target.ONNX, path, path.name, facts, None, runner))
+        return built
     path, facts = ctx.onnx()
     name = ctx.artifact_name(Target.ONNX)
     # Spinning off: the gate runs right after torch's reference, on the same cores.
@@ -150,6 +188,17 @@ def _openvino(ctx: TargetContext) -> BuiltArtifact:
     onnx_path, _ = ctx.onnx()
     name = ctx.artifact_name(Target.OPENVINO)
     staged = ctx.scratch / name
+    if ctx.int8:
+        from partialnet.export.int8_openvino import quantize_openvino
+        from partialnet.export.openvino_export import ir_xml
+
+        ctx.say("      int8: NNCF calibration of the OpenVINO model")
+        facts = quantize_openvino(
+            onnx_path, ir_xml(staged), ctx.calibration_batches(), metadata=ctx.metadata
+        )
+        # Unquantized ops in f32, as the fp32 IR's check (OpenVINO would pick bf16 here).
+        runner = _runner("openvino", precision="fp32")
+        return BuiltArtifact(Target.OPENVINO, staged, name, facts, None, runner)
     facts = export_openvino(
         onnx_path,
         staged,
@@ -176,13 +225,14 @@ def _tensorrt(ctx: TargetContext) -> BuiltArtifact:
     from partialnet.export.tensorrt import build_engine
     from partialnet.runtimes.tensorrt import tensorrt_unavailable_reason
 
-    onnx_path, _ = ctx.onnx()
+    # int8: the symmetric Q/DQ graph with float biases that TensorRT's parser takes.
+    onnx_path, _ = ctx.qdq_onnx("tensorrt") if ctx.int8 else ctx.onnx()
     name = ctx.artifact_name(Target.TRT)
     staged = ctx.scratch / name
     facts = build_engine(onnx_path, staged, _trt_config(ctx.options), progress=None)
     # Scratch paths mean nothing once the export is done.
     facts.pop("engine", None)
-    facts["onnx"] = ctx.artifact_name(Target.ONNX)
+    facts["onnx"] = onnx_path.name
     if facts.get("timing_cache"):
         facts["timing_cache"] = Path(facts["timing_cache"]).name
     reason = tensorrt_unavailable_reason()
@@ -199,7 +249,14 @@ def _coreml(ctx: TargetContext) -> BuiltArtifact:
     staged = ctx.scratch / name
     # coremltools draws tqdm bars on stderr for every pass; the CLI has its own progress.
     with contextlib.redirect_stderr(io.StringIO()):
-        facts = export_coreml(ctx.inference, staged, options, progress=None)
+        if ctx.int8:  # 8-bit weights (W8); W8A8 calibrates by running the model: macOS only
+            from partialnet.export.int8_coreml import quantize_coreml
+
+            fp32 = ctx.scratch / f"{ctx.stem}-fp32-source.mlpackage"
+            facts = export_coreml(ctx.inference, fp32, options, progress=None)
+            facts |= quantize_coreml(fp32, staged)
+        else:
+            facts = export_coreml(ctx.inference, staged, options, progress=None)
     reason = coreml_unverified_reason()
     if reason is None and (options.image_input or options.class_labels):
         reason = "parity runs on the plain tensor-input CoreML model only"
@@ -220,7 +277,7 @@ def _read_labels(path: Path) -> list[str]:
         raise UsageError(f"cannot read class labels file {path}: {reason}") from exc
 
 
-_BUILDERS: dict[Target, Callable[[TargetContext], BuiltArtifact]] = {
+_BUILDERS: dict[Target, Callable[[TargetContext], BuiltArtifact | list[BuiltArtifact]]] = {
     Target.ONNX: _onnx,
     Target.OPENVINO: _openvino,
     Target.TRT: _tensorrt,
@@ -228,11 +285,14 @@ _BUILDERS: dict[Target, Callable[[TargetContext], BuiltArtifact]] = {
 }
 
 
-def build_target(target: Target, ctx: TargetContext) -> BuiltArtifact:
+def build_target(target: Target, ctx: TargetContext) -> list[BuiltArtifact]:
+    """The target's artifacts in scratch (int8 ONNX: one per Q/DQ flavour)."""
     from partialnet.backbone import describe_outputs
 
     built = _BUILDERS[target](ctx)
+    built = built if isinstance(built, list) else [built]
     batch = None if ctx.options.dynamic_batch else ctx.options.batch
-    # Every output's name, shape and stride (a backbone's four maps, or the logits).
-    built.details["outputs"] = describe_outputs(ctx.inference, batch)
+    for item in built:
+        # Every output's name, shape and stride (a backbone's four maps, or the logits).
+        item.details["outputs"] = describe_outputs(ctx.inference, batch)
     return built

@@ -33,9 +33,11 @@ onnxsim) it returns the same 354 nodes, so it would cost time and change nothing
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +187,7 @@ def quantize_onnx(
     excluded = fp32_islands(proto)
     started = time.perf_counter()
     out_path = Path(out_path)
-    with atomic_file(out_path) as tmp:
+    with atomic_file(out_path) as tmp, _quiet_root_logger():
         try:
             q.quantize_static(
                 str(fp32_path),
@@ -216,6 +218,19 @@ def quantize_onnx(
         "quantize_seconds": round(seconds, 2),
         **qdq_facts(out_path),
     }
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantizer logs advice per node on the root logger (bias not an initializer,
+    "consider pre-processing"): none of it is actionable for an export, so it is muted."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _ort_version() -> str:

@@ -39,7 +39,7 @@ import numpy as np
 from partialnet.errors import missing_dependency
 from partialnet.export.calibration import rebatch, require_batches
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import check_destination
+from partialnet.export.metadata import encode_metadata
 
 # Everything but Convolution/MatMul stays float (see the module docstring); a type absent
 # from a graph is simply not matched (the scope is not validated).
@@ -114,10 +114,10 @@ def quantize_openvino(
     calibration: Iterable[np.ndarray],
     *,
     fast_bias_correction: bool = FAST_BIAS_CORRECTION,
-    metadata: dict[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, object]:
     """Quantize the fp32 IR or ONNX at ``fp32_path`` with NNCF and save the int8 IR at
-    ``xml_path`` (.bin beside it, renamed into place first); return facts for the manifest.
+    ``xml_path`` (.bin beside it); return facts for the manifest.
 
     ``calibration`` yields preprocessed float32 NCHW batches (cut to the model's batch).
     """
@@ -146,9 +146,13 @@ def quantize_openvino(
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     seconds = time.perf_counter() - started
-    for key, value in (metadata or {}).items():
+    for key, value in encode_metadata(metadata or {}).items():
         quantized.set_rt_info(value, ["partialnet", key])
-    _save_atomically(ov, quantized, Path(xml_path))
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    # Written in the export's scratch directory and placed as a whole IR directory.
+    # int8 weights are already compact; fp16 compression would only touch float islands.
+    ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
     fake_quantize = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     return {
         "quantizer": f"nncf.quantize {nncf.__version__}",
@@ -174,22 +178,3 @@ def _quiet_nncf() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def _save_atomically(ov: Any, model: Any, xml_path: Path) -> None:
-    import os
-    import shutil
-    import tempfile
-
-    bin_path = xml_path.with_suffix(".bin")
-    check_destination(xml_path, is_dir=False)
-    check_destination(bin_path, is_dir=False)
-    tmp_dir = Path(tempfile.mkdtemp(dir=xml_path.parent, prefix=f".{xml_path.stem}.ov."))
-    try:
-        tmp_xml = tmp_dir / xml_path.name
-        # int8 weights are already compact; fp16 compression would only touch float islands.
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
-        os.replace(tmp_xml.with_suffix(".bin"), bin_path)
-        os.replace(tmp_xml, xml_path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -106,6 +106,21 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return F32(1.0) / (F32(1.0) + np.exp(-x))
 
 
+def constexpr_affine_dequantize(a: dict[str, Any]) -> np.ndarray:
+    """8-bit weights (iOS16): (quantized_data - zero_point) * scale, per channel on ``axis``.
+
+    The result takes the scale's dtype, as the op's definition says."""
+    data = np.asarray(a["quantized_data"]).astype(F32)
+    zero, scale = np.asarray(a["zero_point"]).astype(F32), np.asarray(a["scale"])
+    axis = int(a["axis"]) % data.ndim
+    shape = [1] * data.ndim
+    shape[axis] = -1
+    if zero.ndim:
+        zero = zero.reshape(shape)
+    scale32 = scale.astype(F32).reshape(shape) if scale.ndim else scale.astype(F32)
+    return ((data - zero) * scale32).astype(scale.dtype)
+
+
 def clip(a: dict[str, Any]) -> np.ndarray:
     """MIL clip: min(max(x, alpha), beta)."""
     return np.minimum(np.maximum(_f32(a["x"]), F32(a["alpha"])), F32(a["beta"]))
@@ -324,6 +339,7 @@ OPS: dict[str, Op] = {
     "sigmoid": _unary(_sigmoid),
     "sigmoid_hard": sigmoid_hard,
     "clip": clip,
+    "constexpr_affine_dequantize": constexpr_affine_dequantize,
     "gelu": gelu,
     "softmax": softmax,
     "cast": cast,

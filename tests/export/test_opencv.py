@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomize, shared_fixture
+from conftest import fixture_path, randomize
 
 import partialnet
 
@@ -92,7 +92,7 @@ def test_opencv_matches_onnxruntime_on_random_weights(variant, tmp_path):
 
 
 def test_opencv_matches_onnxruntime_on_the_authors_checkpoint(tmp_path):
-    model = partialnet.load_checkpoint(shared_fixture("upstream_t0_224.ckpt"))
+    model = partialnet.load_checkpoint(fixture_path("upstream_t0_224.ckpt"))
     errors = _compare(_export(model, 224, tmp_path / "upstream_t0.onnx"), 224, tmp_path)
     assert max(errors.values()) <= REL_TOL, errors
 

@@ -173,6 +173,30 @@ def test_clip_bounds(alpha: float, beta: float, dtype: type) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_constexpr_affine_dequantize_per_channel(axis: int, dtype: type) -> None:
+    rng = np.random.default_rng(9)
+    data = rng.integers(-128, 128, (4, 6, 3, 3)).astype(np.int8)
+    channels = data.shape[axis]
+    scale = rng.uniform(0.001, 0.02, channels).astype(dtype)
+    zero = rng.integers(-3, 4, channels).astype(np.int8)
+    x = _rand((1, 1), dtype, 10)
+
+    def build(v):
+        w = mb.constexpr_affine_dequantize(
+            quantized_data=data, zero_point=zero, scale=scale, axis=axis
+        )
+        return mb.add(x=mb.reshape(x=w, shape=[-1]), y=mb.reshape(x=v, shape=[-1]))
+
+    shape = [1] * 4
+    shape[axis] = -1
+    weights = (data.astype(np.float64) - zero.reshape(shape)) * scale.astype(np.float64).reshape(
+        shape
+    )
+    _check(run(build, x), weights.reshape(-1) + float(x.reshape(-1)[0]), dtype, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_softmax(axis: int, dtype: type) -> None:
     x = _rand((2, 5, 7), dtype, 7) * dtype(3)
@@ -380,6 +404,7 @@ def test_every_registered_op_is_covered_here() -> None:
     tested |= {"rsqrt", "gelu", "sigmoid_hard", "clip", "softmax", "layer_norm", "batch_norm"}
     tested |= {"linear", "matmul", "conv", "split", "concat", "reshape", "squeeze"}
     tested |= {"expand_dims", "transpose", "cast"}
+    tested |= {"constexpr_affine_dequantize"}
     tested |= {"classify"}  # through the image classifier package (test_coreml_interpreter)
     assert tested == set(OPS)
 
