@@ -35,9 +35,10 @@ import partialnet
 from partialnet.bench.baseline import export_eager_onnx
 from partialnet.bench.goals import best_p50
 from partialnet.export import export
-from partialnet.export.int8_gate import int8_agreement
 from partialnet.export.int8_onnx import QdqFlavour, quantize_onnx
 from partialnet.export.int8_openvino import FAST_BIAS_CORRECTION, quantize_openvino
+from partialnet.export.options import Precision
+from partialnet.export.parity import compare
 from partialnet.runtimes import open_runner
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
@@ -275,7 +276,7 @@ def goal_digits(checkpoint: Path, tmp: Path, threads: int, opset: int = 18) -> N
         print(
             f"4. digits {runtime:11} {int8_key:15} top-1 fp32 {ref_acc:.2%} int8 {out_acc:.2%} "
             f"(drop {drop:+.2f} points, goal <= 0.5: {verdict}); "
-            f"{int8_agreement(ref, out).summary()}"
+            f"{compare(ref, out, Precision.INT8).summary()}"
         )
 
 

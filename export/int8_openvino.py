@@ -102,9 +102,11 @@ def fp32_islands(model: Any) -> list[str]:
 
 
 def read_fp32_model(path: Path) -> Any:
-    """The fp32 OpenVINO model from an IR (.xml) or an ONNX file."""
+    """The fp32 OpenVINO model from an IR (its directory or .xml) or an ONNX file."""
+    from partialnet.export.openvino_export import ir_xml
+
     ov, _ = _import_sdks()
-    path = Path(path)
+    path = ir_xml(Path(path)) if Path(path).is_dir() else Path(path)
     return ov.Core().read_model(str(path))
 
 

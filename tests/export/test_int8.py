@@ -4,7 +4,7 @@ The model is the trained digits t0 at 64 px when its checkpoint is in tests/fixt
 scikit-learn's digits); otherwise a random-weight t0 at 64 px with randomized BatchNorms
 (images: crops of scikit-image's photos). A random-weight classifier puts every photo in the
 same class, so top-1 agreement means nothing there: the full gate (agreement >= 97% and
-per-image cosine >= 0.98, ``partialnet.export.int8_gate``) is asserted on the trained model,
+per-image cosine >= 0.98, ``partialnet.export.parity``) is asserted on the trained model,
 the cosine alone on the random one. Calibration and checking use disjoint images.
 """
 
@@ -22,8 +22,9 @@ import partialnet
 from partialnet.errors import UsageError
 from partialnet.export import export
 from partialnet.export.calibration import rebatch
-from partialnet.export.int8_gate import INT8_MIN_COSINE, int8_agreement
 from partialnet.export.int8_onnx import QdqFlavour, fp32_islands, qdq_facts, quantize_onnx
+from partialnet.export.options import Precision
+from partialnet.export.parity import INT8_MIN_IMAGE_COSINE, compare
 from partialnet.runtimes import open_runner
 
 onnx = pytest.importorskip("onnx")
@@ -109,8 +110,8 @@ def _logits(runtime: str, path: Path, images: np.ndarray, **options) -> np.ndarr
 
 def _check(subject: Subject, runtime: str, fp32: Path, int8: Path) -> None:
     ref = _logits(runtime, fp32, subject.held_out)
-    result = int8_agreement(ref, _logits(runtime, int8, subject.held_out))
-    assert result.min_cosine >= INT8_MIN_COSINE, result.summary()
+    result = compare(ref, _logits(runtime, int8, subject.held_out), Precision.INT8)
+    assert result.min_image_cosine >= INT8_MIN_IMAGE_COSINE, result.summary()
     if subject.trained:
         assert result.passed, result.summary()
 
@@ -197,7 +198,7 @@ def test_corrupted_scale_fails_the_agreement_check(subject, qdq, tmp_path) -> No
     corrupted = tmp_path / "corrupted.onnx"
     onnx.save(proto, str(corrupted))
     ref = _logits("onnxruntime", subject.onnx, subject.held_out)
-    result = int8_agreement(ref, _logits("onnxruntime", corrupted, subject.held_out))
+    result = compare(ref, _logits("onnxruntime", corrupted, subject.held_out), Precision.INT8)
     assert not result.passed, result.summary()
 
 
