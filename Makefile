@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-.PHONY: install export test parity lint
+.PHONY: install export test parity lint data
 install: $(VENV)/.installed
 
 export: install
@@ -24,7 +24,23 @@ lint: install
 test: lint
 	$(PY) -m pytest
 
-# Every variant x {onnxruntime, openvino, torch} x {fp32, fp16}. 32 images per cell keeps
-# CI inside its budget (torch's fp16 CPU kernels are slow); the export gate itself uses 64.
-parity: install
-	$(VENV)/bin/partialnet-bench parity --images 32 --output parity-results
+# Real images for the matrix: scikit-learn's digits and scikit-image's photographs, written
+# from the packages (nothing is downloaded).
+DATA ?= parity-data
+CKPT := tests/fixtures/digits_t0_64.ckpt
+BENCH := $(VENV)/bin/partialnet-bench parity
+
+data: install
+	$(PY) -m partialnet.bench.datasets --digits $(DATA)/digits --photos $(DATA)/photos
+
+# 1. Every random-weight variant x {onnxruntime, openvino, torch} x {fp32, fp16} on the photos.
+# 2. The trained digits model x {onnxruntime, openvino, coreml} x {fp32, fp16, int8}, with
+#    accuracy on its val images (int8 calibrated on its train images).
+# 3. CoreML fp32/fp16 for t0 on the photos (simulated off macOS).
+parity: data
+	$(BENCH) --calibration-data $(DATA)/photos --output parity-results/variants
+	$(BENCH) --checkpoint $(CKPT) --runtimes onnxruntime,openvino,coreml \
+		--precisions fp32,fp16,int8 --eval-data $(DATA)/digits/val \
+		--calibration-data $(DATA)/digits/train --output parity-results/digits
+	$(BENCH) --variants t0 --runtimes coreml --calibration-data $(DATA)/photos \
+		--output parity-results/coreml-t0

@@ -276,7 +276,7 @@ def goal_digits(checkpoint: Path, tmp: Path, threads: int, opset: int = 18) -> N
         print(
             f"4. digits {runtime:11} {int8_key:15} top-1 fp32 {ref_acc:.2%} int8 {out_acc:.2%} "
             f"(drop {drop:+.2f} points, goal <= 0.5: {verdict}); "
-            f"{compare(ref, out, Precision.INT8).summary()}"
+            f"{compare(ref, out, Precision.INT8, inputs='held-out digits').summary()}"
         )
 
 
