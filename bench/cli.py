@@ -26,14 +26,13 @@ from partialnet.bench.report import load_json, measured_cell, skipped_cell, writ
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest
-from partialnet.export.options import TARGET_RUNTIME
+from partialnet.export.options import runtime_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
 SUBCOMMANDS = {"parity": "partialnet.bench.parity"}
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
 RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
-RUNTIME_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
 PRECISIONS = ("fp32", "fp16", "int8")
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
@@ -146,7 +145,7 @@ def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any)
         chw = tuple(entries[0]["input_shape"][1:])
     else:
         chw = (model.cfg.in_chans, *model.cfg.meta.input_size) if model else (3, 224, 224)
-    found = [TARGET_RUNTIME[e["target"]] for e in entries if e["target"] in TARGET_RUNTIME]
+    found = [runtime_of(e["target"]) for e in entries if runtime_of(e["target"])]
     names = args.runtimes or (list(dict.fromkeys(found)) if manifest else list(RUNTIME_NAMES))
     jobs = []
     for name in names:
@@ -156,14 +155,14 @@ def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any)
         elif manifest is None:  # exported when its turn comes, one precision at a time
             jobs += [Job(name, chw, precision) for precision in args.precisions]
         else:
-            mine = [e for e in entries if TARGET_RUNTIME.get(e["target"]) == name]
+            mine = [e for e in entries if runtime_of(e["target"]) == name]
             for e in mine:
                 extra = {"artifact": e["path"], "artifact_precision": e.get("precision")}
                 shape = tuple(e["input_shape"][1:])
                 path = args.artifacts / e["path"]
                 jobs.append(Job(name, shape, str(e.get("precision")), path, extra))
             if not mine:
-                why = f"no {RUNTIME_TARGET[name]} artifact in {args.artifacts}/manifest.json"
+                why = f"no {target_of(name)} artifact in {args.artifacts}/manifest.json"
                 jobs.append(Job(name, chw, skip=why))
     return [j for job in jobs for j in _per_ov_precision(job, args.ov_precision)]
 
@@ -211,7 +210,7 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
             f"timing {job.name} from --variant needs partialnet.export.export ({exc}); "
             "export with partialnet-export and pass --artifacts DIR"
         ) from exc
-    target, batch = RUNTIME_TARGET[job.name], max(run.args.batch)
+    target, batch = target_of(job.name), max(run.args.batch)
     out = run.tmp / f"{job.name}-{job.precision}"
     dynamic = (1, batch, batch) if batch > 1 else None  # so that every requested batch fits
     hw = tuple(job.input_chw[1:])  # verify=False: checking parity is `parity`'s job, not ours

@@ -84,24 +84,16 @@ def random_model(variant: str, seed: int = 0) -> torch.nn.Module:
 
 def calibration_images(n: int, size: int, mean, std, seed: int = 0) -> tuple[np.ndarray, str]:
     """Random crops of scikit-image's colour photos, normalized; noise when it is missing."""
-    rng = np.random.default_rng(seed)
     try:
-        import skimage.data
-        from PIL import Image
+        from partialnet.bench.datasets import photo_crops
+
+        crops = photo_crops(n, size, seed)
     except ImportError:
-        return rng.standard_normal((n, 3, size, size), dtype=np.float32), "noise"
-    photos = [getattr(skimage.data, k)() for k in ("astronaut", "coffee", "chelsea", "rocket")]
-    out = []
-    for _ in range(n):
-        photo = photos[rng.integers(len(photos))]
-        h, w = photo.shape[:2]
-        side = int(min(h, w) * rng.uniform(0.3, 1.0))
-        y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        crop = Image.fromarray(photo[y : y + side, x : x + side]).resize((size, size), 3)
-        out.append(np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0)
+        noise = np.random.default_rng(seed).standard_normal((n, 3, size, size))
+        return noise.astype(np.float32), "noise"
     m = np.asarray(mean, np.float32)[None, :, None, None]
     s = np.asarray(std, np.float32)[None, :, None, None]
-    return ((np.stack(out) - m) / s).astype(np.float32), "scikit-image photo crops"
+    return ((crops - m) / s).astype(np.float32), "scikit-image photo crops"
 
 
 def build(

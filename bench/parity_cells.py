@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.bench.parity_export import EXPORT_TARGET, Exporter
+from partialnet.bench.parity_export import Exporter
 from partialnet.bench.parity_report import Cell, cell_text, one_line
 from partialnet.bench.parity_sources import Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
 from partialnet.export import parity as gate
-from partialnet.export.options import Precision
+from partialnet.export.options import Precision, target_of
 from partialnet.runtimes import RuntimeUnavailableError, open_runner
 
 PROG = "partialnet-bench parity"
@@ -257,7 +257,7 @@ def _artifacts(
                 reason=f"cannot run here: {here[runtime]}",
             )
         elif source.given is not None:
-            target = EXPORT_TARGET[runtime]
+            target = target_of(runtime)
             missing = f"cannot run here: no {target} {precision} artifact in {source.given_dir}"
             found[runtime] = source.given.get((runtime, precision)) or Cell(
                 source.label, runtime, precision, "unavailable", reason=missing

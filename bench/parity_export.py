@@ -16,10 +16,9 @@ import torch
 from partialnet.bench.parity_report import Cell, one_line
 from partialnet.bench.parity_sources import ModelSpec, Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
-from partialnet.export.options import TARGET_RUNTIME
+from partialnet.export.options import runtime_of, target_of
 
 PROG = "partialnet-bench parity"
-EXPORT_TARGET = {runtime: target for target, runtime in TARGET_RUNTIME.items()}
 
 _WORKER_MODEL: dict[ModelSpec, torch.nn.Module] = {}
 
@@ -79,6 +78,8 @@ def export_job(
             found |= dict.fromkeys(targets, ("error", reason))
             continue
         for record in manifest.artifacts:
+            if record.details.get("flavour") == "tensorrt" and record.target == "onnx":
+                continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
             if record.precision == precision and record.target in targets:
                 found[record.target] = str(Path(out_dir) / record.path)
         found |= {
@@ -110,7 +111,7 @@ class Exporter:
             self.pool = None
             return
         batch = args.batch
-        flexible = [EXPORT_TARGET[r] for r in runtimes if r != "coreml"]
+        flexible = [target_of(r) for r in runtimes if r != "coreml"]
         groups = [(flexible, {"dynamic_batch": (1, batch, batch)} if batch > 1 else {"batch": 1})]
         if "coreml" in runtimes:  # CoreML takes a fixed batch only
             groups.append((["coreml"], {"batch": batch}))
@@ -138,7 +139,7 @@ class Exporter:
             return {"*": Cell(source.label, "", precision, "error", reason=reason)}, {}
         found: dict[str, Path | Cell] = {}
         for target, value in result["found"].items():
-            runtime = TARGET_RUNTIME[target]
+            runtime = runtime_of(target)
             if isinstance(value, str):
                 found[runtime] = Path(value)
             else:

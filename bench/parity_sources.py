@@ -14,7 +14,7 @@ import torch
 import partialnet
 from partialnet.errors import UsageError
 from partialnet.export.files import sha256_path
-from partialnet.export.options import TARGET_RUNTIME
+from partialnet.export.options import runtime_of
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,12 @@ def _artifact_sources(args: argparse.Namespace) -> list[Source]:
         source.chw = (source.chw[0], *manifest.input_size)  # the size it was exported at
         source.given, source.given_dir = {}, directory
         for record in manifest.artifacts:
+            if record.details.get("flavour") == "tensorrt" and record.target == "onnx":
+                continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
             path = directory / record.path
-            if record.target in TARGET_RUNTIME and path.exists():
-                source.given[(TARGET_RUNTIME[record.target], record.precision)] = path
+            runtime = runtime_of(record.target)
+            if runtime is not None and path.exists():
+                source.given[(runtime, record.precision)] = path
                 if sha256_path(path) != record.sha256:
                     source.stale.add(path)
         sources.append(source)

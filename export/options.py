@@ -8,6 +8,7 @@ from pathlib import Path
 
 from partialnet.errors import UsageError
 from partialnet.reparam import validate_input_size
+from partialnet.runtimes.base import Runtime
 
 
 class Target(str, enum.Enum):
@@ -34,13 +35,31 @@ ARTIFACT_SUFFIX = {
 }
 
 
-# The runtime that runs each target's artifact (names as the CLIs spell them).
-TARGET_RUNTIME: dict[str, str] = {
-    Target.ONNX.value: "onnxruntime",
-    Target.OPENVINO.value: "openvino",
-    Target.TRT.value: "tensorrt",
-    Target.COREML.value: "coreml",
+# The runtime that runs each target's artifact, and back: the one mapping between them.
+TARGET_RUNTIME: dict[Target, Runtime] = {
+    Target.ONNX: Runtime.ONNXRUNTIME,
+    Target.OPENVINO: Runtime.OPENVINO,
+    Target.TRT: Runtime.TENSORRT,
+    Target.COREML: Runtime.COREML,
 }
+RUNTIME_TARGET: dict[Runtime, Target] = {r: t for t, r in TARGET_RUNTIME.items()}
+
+
+def runtime_of(target: str | Target) -> str | None:
+    """The runtime name ('onnxruntime', ...) for a target name, None for an unknown one."""
+    try:
+        return TARGET_RUNTIME[Target(target)].value
+    except ValueError:
+        return None
+
+
+def target_of(runtime: str | Runtime) -> str | None:
+    """The target name ('onnx', ...) whose artifacts a runtime runs; None for torch."""
+    try:
+        found = RUNTIME_TARGET.get(Runtime(runtime))
+    except ValueError:
+        return None
+    return found.value if found is not None else None
 
 
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]:

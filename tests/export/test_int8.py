@@ -67,23 +67,9 @@ def _digits(meta) -> np.ndarray:
 
 
 def _photo_crops(n: int, meta, seed: int = 0) -> np.ndarray:
-    """Random square crops (30-100% of the short side) of scikit-image's colour photos."""
-    import skimage.data
-    from PIL import Image
+    from partialnet.bench.datasets import photo_crops
 
-    names = ("astronaut", "coffee", "chelsea", "rocket")
-    photos = [getattr(skimage.data, name)() for name in names]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        photo = photos[rng.integers(len(photos))]
-        h, w = photo.shape[:2]
-        side = int(min(h, w) * rng.uniform(0.3, 1.0))
-        y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        crop = Image.fromarray(photo[y : y + side, x : x + side])
-        crop = crop.resize((SIZE, SIZE), Image.BICUBIC)
-        out.append(np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0)
-    return _normalize(np.stack(out), meta.mean, meta.std)
+    return _normalize(photo_crops(n, SIZE, seed), meta.mean, meta.std)
 
 
 @pytest.fixture(scope="module")
