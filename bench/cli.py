@@ -328,17 +328,16 @@ def _registry() -> tuple[Callable[[], dict[str, str | None]], Callable[..., Any]
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # --debug anywhere: the traceback of a failure is printed (as PARTIALNET_DEBUG=1 does).
+    # A subcommand gets it too: it guards its own failures.
     debug = "--debug" in argv
+    stopped = "interrupted; partial results were discarded"
+    if argv and argv[0] in SUBCOMMANDS:
+        return run_guarded(
+            PROG, lambda: _subcommand(argv[0], argv[1:]), debug=debug, interrupted=stopped
+        )
     argv = [a for a in argv if a != "--debug"]
-
-    def body() -> int:
-        if argv and argv[0] in SUBCOMMANDS:
-            return _subcommand(argv[0], argv[1:])
-        return _latency(argv[1:] if argv[:1] == ["latency"] else argv)
-
-    return run_guarded(
-        PROG, body, debug=debug, interrupted="interrupted; partial results discarded"
-    )
+    latency = argv[1:] if argv[:1] == ["latency"] else argv
+    return run_guarded(PROG, lambda: _latency(latency), debug=debug, interrupted=stopped)
 
 
 def _subcommand(name: str, argv: list[str]) -> int:

@@ -105,3 +105,44 @@ def test_wheel_imports_outside_checkout(wheel: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().startswith(target), result.stdout
+
+
+def _fake_distribution(site_packages: Path, name: str, version: str) -> None:
+    """An installed distribution as pip sees one (metadata only, no code)."""
+    info = site_packages / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+
+
+def test_installing_keeps_the_users_torch(wheel: Path, tmp_path: Path) -> None:
+    """pip resolves the wheel's dependencies against an environment whose torch is another
+    release in range: it must install nothing but partialnet-export. An exact pin (or an
+    upper bound below 2.14) would make pip want another torch, which --no-index cannot find,
+    so the dry run fails."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site_packages = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    for name, version in (("torch", "2.14.0"), ("numpy", "2.0.0"), ("pillow", "11.0.0")):
+        _fake_distribution(site_packages, name, version)
+    report = tmp_path / "report.json"
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run"]
+    done = subprocess.run(
+        [*pip, "--no-index", "--quiet", "--report", str(report), str(wheel)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    wanted = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
+    assert wanted == ["partialnet-export"]

@@ -465,3 +465,26 @@ def test_end_to_end_variant_t0_on_torch(tmp_path: Path) -> None:
     for name in ("report.md", "latency.png", "throughput.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "latency.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_failures_are_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from partialnet.bench import cli as bench_cli
+    from partialnet.bench import parity
+
+    # Bad usage: a place nobody can create a directory in (root ignores permission bits).
+    assert bench_cli.main(["parity", "--output", "/proc/partialnet-bench-test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create the output directory" in err[0]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an SDK failed\nwith a second line")
+
+    monkeypatch.setattr(parity, "collect_environment", broken)
+    argv = ["parity", "--variants", "t0", "--runtimes", "torch", "--output", str(tmp_path)]
+    assert bench_cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RuntimeError: an SDK failed with a second line" in err[0]
+    assert bench_cli.main([*argv, "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
