@@ -88,6 +88,7 @@ class OnnxRuntimeRunner(Runner):
         lo, hi = int(meta.get("batch_min", 1)), int(meta.get("batch_max", UNBOUNDED_BATCH))
         self._batch = (dims[0], dims[0]) if dims[0] > 0 else (lo, hi)
         self._input, self._shape = inp, dims
+        self._outputs = [out.name for out in session.get_outputs()]
         self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self._precision = meta.get("precision") or _onnx_precision(self.path)
         self.session, self._version, self._active = session, ort.__version__, True
@@ -97,11 +98,18 @@ class OnnxRuntimeRunner(Runner):
         super().deactivate()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        # Every output is computed (a backbone costs all of them); the first is returned.
+        return next(iter(self.infer_all(batch).values()))
+
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._require_active()
         base.check_batch(batch, self._shape, self._batch, self.path.name)
         feed = {self._input.name: batch.astype(self._dtype, copy=False)}
-        # Every output is computed (a backbone costs all of them); the first is returned.
-        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
+        outs = self.session.run(self._outputs, feed)
+        return {
+            name: np.asarray(out, dtype=np.float32)
+            for name, out in zip(self._outputs, outs, strict=True)
+        }
 
     def info(self) -> RunnerInfo:
         self._require_active()

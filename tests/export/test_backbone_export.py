@@ -30,7 +30,7 @@ FP32_REL_TOL = 1e-5
 @pytest.mark.parametrize("variant", ["t1", "t2"])
 def test_backbone_exports_four_maps_in_stride_order(variant, tmp_path):
     from partialnet.export.onnx_export import export_onnx
-    from partialnet.export.openvino_export import export_openvino
+    from partialnet.export.openvino_export import export_openvino, ir_xml
 
     torch.manual_seed(0)
     eager = randomize(partialnet.create_model(variant, features_only=True)).eval()
@@ -45,7 +45,8 @@ def test_backbone_exports_four_maps_in_stride_order(variant, tmp_path):
         warn=lambda m: None,
     )
     xml = tmp_path / "backbone.xml"
-    export_openvino(onnx_path, xml, compress_to_fp16=False, metadata={})
+    export_openvino(onnx_path, xml.parent / "model.openvino", compress_to_fp16=False, metadata={})
+    xml = ir_xml(xml.parent / "model.openvino")
     x = np.random.default_rng(0).standard_normal((3, 3, SIDE, SIDE)).astype(np.float32)
     with torch.inference_mode():
         want = [t.numpy() for t in eager(torch.from_numpy(x))]

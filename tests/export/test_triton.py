@@ -37,7 +37,7 @@ _OV_TYPES = {"f32": "TYPE_FP32", "f16": "TYPE_FP16"}
 
 def _export(model: torch.nn.Module, directory: Path, dynamic: bool) -> dict[Target, Path]:
     from partialnet.export.onnx_export import export_onnx
-    from partialnet.export.openvino_export import export_openvino
+    from partialnet.export.openvino_export import export_openvino, ir_xml
 
     directory.mkdir()
     onnx_path = directory / "model.onnx"
@@ -51,7 +51,8 @@ def _export(model: torch.nn.Module, directory: Path, dynamic: bool) -> dict[Targ
         warn=lambda m: None,
     )
     xml = directory / "model.xml"
-    export_openvino(onnx_path, xml, compress_to_fp16=False, metadata={})
+    export_openvino(onnx_path, xml.parent / "model.openvino", compress_to_fp16=False, metadata={})
+    xml = ir_xml(xml.parent / "model.openvino")
     return {Target.ONNX: onnx_path, Target.OPENVINO: xml}
 
 
