@@ -177,4 +177,4 @@ def export_onnx(
     with atomic_file(path) as tmp:
         onnx.save(proto, str(tmp))
     ops = op_histogram(proto)
-    return {"nodes": sum(ops.values()), "ops": dict(sorted(ops.items()))}
+    return {"opset": opset, "nodes": sum(ops.values()), "ops": dict(sorted(ops.items()))}

@@ -129,6 +129,12 @@ def test_int8_keeps_the_trained_models_accuracy(
         assert accuracy["reference_top1"] - accuracy["top1"] <= 0.005, record["path"]
         assert record["parity"]["precision"] == "int8"
     assert manifest["data"]["calibration"]["used_to_calibrate"] == 300  # the default sample
+    import onnx
+
+    from partialnet.export.options import INT8_OPSET
+
+    proto = onnx.load(str(out / "partialnet-t0-64x64-int8.onnx"), load_external_data=False)
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [INT8_OPSET]
 
 
 def test_int8_without_labels_is_checked_on_held_out_images(
