@@ -51,6 +51,7 @@ from partialnet.export.options import (
     parse_targets,
 )
 from partialnet.export.parity import run_parity, unverified
+from partialnet.export.serving import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
 from partialnet.inference import to_fp16
 from partialnet.reparam import reparameterize
@@ -149,7 +150,7 @@ def export(
         coreml_simulate=coreml_simulate,
     )
     check_sdks(opts)
-    _check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
+    check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
     source = resolve_source(model_or_checkpoint, variant, features=features)
     coreml = check_target_options(opts, source.eager.cfg.num_classes)
     if source.random_weights:
@@ -216,8 +217,9 @@ def export(
                 raise
             manifest = _place_passed(checked, out_dir, source, opts, say, data)
             if triton_repo is not None:
-                _write_triton(
-                    ctx, checked, out_dir, Path(triton_repo), triton_ov_threads, triton_ov_hint
+                placed = [(c.built, c.passed) for c in checked]
+                write_triton(
+                    ctx, placed, out_dir, Path(triton_repo), triton_ov_threads, triton_ov_hint
                 )
     except OSError as exc:  # the scratch directory itself (creation or clean-up)
         raise ExportFailure(describe_os_error(exc, "writing scratch files", out_dir)) from exc
@@ -225,85 +227,6 @@ def export(
     if rejected:
         raise ParityFailure(_rejection_message(rejected, out_dir), manifest, _records(rejected))
     return manifest
-
-
-def _check_serving_options(
-    opts: ExportOptions,
-    features: bool,
-    eval_data: object,
-    triton_repo: str | Path | None,
-    ov_hint: str,
-) -> None:
-    from partialnet.errors import UsageError
-    from partialnet.export.files import check_destination
-
-    if features and eval_data is not None:
-        raise UsageError(
-            "--eval-data measures classification accuracy; a --features backbone has no "
-            "classes: check it on --calibration-data images instead"
-        )
-    if triton_repo is None:
-        return
-    served = {Target.ONNX, Target.OPENVINO, Target.TRT} & set(opts.targets)
-    if not served:
-        raise UsageError(
-            "--triton-repo serves onnx, openvino and trt artifacts: add one of them to --target"
-        )
-    if opts.dynamic_batch is not None and opts.dynamic_batch[0] != 1:
-        raise UsageError(
-            f"Triton batches requests from 1: use --dynamic-batch 1:{opts.dynamic_batch[1]}:"
-            f"{opts.dynamic_batch[2]} with --triton-repo"
-        )
-    if ov_hint not in ("latency", "throughput"):
-        raise UsageError(f"--triton-ov-hint {ov_hint!r} is not one of: latency, throughput")
-    check_destination(Path(triton_repo), is_dir=True)
-
-
-def _write_triton(
-    ctx: TargetContext,
-    checked: list[_Checked],
-    out_dir: Path,
-    repo: Path,
-    ov_threads: int | None,
-    ov_hint: str,
-) -> None:
-    """A Triton model per placed onnx/openvino/trt artifact (engines: I/O from their ONNX)."""
-    from partialnet.export.openvino_export import ir_xml
-    from partialnet.export.triton import write_triton_repository
-
-    items = []
-    for item in checked:
-        target = item.built.target
-        if not item.passed or target not in (Target.ONNX, Target.OPENVINO, Target.TRT):
-            continue
-        if target is Target.ONNX and item.built.details.get("flavour") == "tensorrt":
-            continue  # int8: Triton's ONNX Runtime serves the ONNX Runtime flavour
-        path = out_dir / item.built.name
-        details = dict(item.built.details)
-        if target is Target.OPENVINO:
-            path = ir_xml(path)
-        if target is Target.TRT:  # the ONNX it was built from: placed, or still in scratch
-            onnx_path = ctx.onnx()[0]
-            placed = out_dir / ctx.artifact_name(Target.ONNX)
-            details["onnx"] = str(onnx_path if onnx_path.exists() else placed)
-        items.append((target, path, details))
-    keys = ("input_size", "input_layout", "mean", "std", "crop_pct", "precision")
-    preprocessing = {k: ctx.metadata[k] for k in keys}
-    try:
-        written = write_triton_repository(
-            repo,
-            ctx.stem,
-            items,
-            dynamic_batch=ctx.options.dynamic_batch,
-            preprocessing=preprocessing,
-            ov_threads=ov_threads,
-            ov_hint=ov_hint,
-            warn=lambda msg: ctx.say(f"warning: {msg}"),
-        )
-    except OSError as exc:
-        raise ExportFailure(describe_os_error(exc, "writing the Triton repository", repo)) from exc
-    for directory in written:
-        ctx.say(f"      triton: wrote {directory}")
 
 
 def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtifact]:

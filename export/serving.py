@@ -1,0 +1,90 @@
+"""Options and output for serving: the checks ``--features``/``--triton-repo`` need before
+anything is written, and the Triton model repository laid out from the placed artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from partialnet.export.builders import BuiltArtifact, TargetContext
+from partialnet.export.errors import ExportFailure
+from partialnet.export.files import describe_os_error
+from partialnet.export.options import ExportOptions, Target
+
+
+def check_serving_options(
+    opts: ExportOptions,
+    features: bool,
+    eval_data: object,
+    triton_repo: str | Path | None,
+    ov_hint: str,
+) -> None:
+    from partialnet.errors import UsageError
+    from partialnet.export.files import check_destination
+
+    if features and eval_data is not None:
+        raise UsageError(
+            "--eval-data measures classification accuracy; a --features backbone has no "
+            "classes: check it on --calibration-data images instead"
+        )
+    if triton_repo is None:
+        return
+    served = {Target.ONNX, Target.OPENVINO, Target.TRT} & set(opts.targets)
+    if not served:
+        raise UsageError(
+            "--triton-repo serves onnx, openvino and trt artifacts: add one of them to --target"
+        )
+    if opts.dynamic_batch is not None and opts.dynamic_batch[0] != 1:
+        raise UsageError(
+            f"Triton batches requests from 1: use --dynamic-batch 1:{opts.dynamic_batch[1]}:"
+            f"{opts.dynamic_batch[2]} with --triton-repo"
+        )
+    if ov_hint not in ("latency", "throughput"):
+        raise UsageError(f"--triton-ov-hint {ov_hint!r} is not one of: latency, throughput")
+    check_destination(Path(triton_repo), is_dir=True)
+
+
+def write_triton(
+    ctx: TargetContext,
+    built: list[tuple[BuiltArtifact, bool]],
+    out_dir: Path,
+    repo: Path,
+    ov_threads: int | None,
+    ov_hint: str,
+) -> None:
+    """A Triton model per placed onnx/openvino/trt artifact (engines: I/O from their ONNX)."""
+    from partialnet.export.openvino_export import ir_xml
+    from partialnet.export.triton import write_triton_repository
+
+    items = []
+    for artifact, passed in built:
+        target = artifact.target
+        if not passed or target not in (Target.ONNX, Target.OPENVINO, Target.TRT):
+            continue
+        if target is Target.ONNX and artifact.details.get("flavour") == "tensorrt":
+            continue  # int8: Triton's ONNX Runtime serves the ONNX Runtime flavour
+        path = out_dir / artifact.name
+        details = dict(artifact.details)
+        if target is Target.OPENVINO:
+            path = ir_xml(path)
+        if target is Target.TRT:  # the ONNX it was built from: placed, or still in scratch
+            onnx_path = ctx.onnx()[0]
+            placed = out_dir / ctx.artifact_name(Target.ONNX)
+            details["onnx"] = str(onnx_path if onnx_path.exists() else placed)
+        items.append((target, path, details))
+    keys = ("input_size", "input_layout", "mean", "std", "crop_pct", "precision")
+    preprocessing = {k: ctx.metadata[k] for k in keys}
+    try:
+        written = write_triton_repository(
+            repo,
+            ctx.stem,
+            items,
+            dynamic_batch=ctx.options.dynamic_batch,
+            preprocessing=preprocessing,
+            ov_threads=ov_threads,
+            ov_hint=ov_hint,
+            warn=lambda msg: ctx.say(f"warning: {msg}"),
+        )
+    except OSError as exc:
+        raise ExportFailure(describe_os_error(exc, "writing the Triton repository", repo)) from exc
+    for directory in written:
+        ctx.say(f"      triton: wrote {directory}")
