@@ -57,6 +57,7 @@ def load_inputs(
     folder or file that cannot be used."""
     from partialnet.data import calibration_data as load_calibration
     from partialnet.data import eval_data as load_eval
+    from partialnet.images import calibration_images as calibration_images_in
     from partialnet.images import split_held_out
     from partialnet.transform import preprocess_batch, preprocessing_record
 
@@ -77,7 +78,17 @@ def load_inputs(
     if evaluation is not None:
         gate = GateImages(evaluation.inputs, evaluation.labels, EVAL_IMAGES, str(eval_data))
         record["eval"] = evaluation.describe()
-    if calibration_data is not None:
+    if calibration_data is not None and evaluation is not None and precision is not Precision.INT8:
+        # Neither calibrated on nor checked on: the folder is only verified, not preprocessed.
+        unused = calibration_images_in(
+            calibration_data, calibration_images, exclude=evaluation.paths
+        )
+        record["calibration"] = {
+            "dataset": str(calibration_data),
+            "images": len(unused),
+            "used_to_calibrate": 0,
+        }
+    elif calibration_data is not None:
         exclude = evaluation.paths if evaluation is not None else ()
         sample = load_calibration(calibration_data, meta, calibration_images, exclude=exclude)
         paths, inputs = list(sample.paths), sample.inputs
