@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from partialnet.errors import UsageError, missing_dependency
+from partialnet.errors import UsageError
 from partialnet.export.calibration import rebatch, require_batches
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir
+from partialnet.runtimes.base import import_sdk
 
 # ML-program spec version of the iOS17 / macOS14 family: the first with activation
 # quantize/dequantize ops (coremltools' AvailableTarget numbering).
@@ -35,12 +36,9 @@ _ACTIVATION_QUANT_SPEC = 8
 
 
 def _import_coremltools() -> Any:
-    try:
-        import coremltools as ct
-        import coremltools.optimize.coreml as cto
-    except ImportError:
-        raise missing_dependency("coremltools", "coreml", "CoreML int8 quantization") from None
-    return ct, cto
+    purpose = "CoreML int8 quantization"
+    ct = import_sdk("coremltools", "coreml", purpose)
+    return ct, import_sdk("coremltools.optimize.coreml", "coreml", purpose)
 
 
 @contextlib.contextmanager

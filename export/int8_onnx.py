@@ -43,10 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from partialnet.errors import UsageError, missing_dependency
+from partialnet.errors import UsageError
 from partialnet.export.calibration import rebatch, require_batches
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_file
+from partialnet.runtimes.base import import_sdk
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -60,19 +61,11 @@ class QdqFlavour(str, enum.Enum):
 
 
 def _import_quantization() -> Any:
-    try:
-        from onnxruntime import quantization
-    except ImportError:
-        raise missing_dependency("onnxruntime", "onnx", "INT8 ONNX quantization") from None
-    return quantization
+    return import_sdk("onnxruntime.quantization", "onnx", "INT8 ONNX quantization")
 
 
 def _import_onnx() -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "onnx", "INT8 ONNX quantization") from None
-    return onnx
+    return import_sdk("onnx", "onnx", "INT8 ONNX quantization")
 
 
 def fp32_islands(proto: Any) -> list[str]:

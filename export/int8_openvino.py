@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from partialnet.errors import missing_dependency
 from partialnet.export.calibration import rebatch, require_batches
 from partialnet.export.errors import ExportFailure
 from partialnet.export.metadata import encode_metadata
+from partialnet.runtimes.base import import_sdk
 
 # Everything but Convolution/MatMul stays float (see the module docstring); a type absent
 # from a graph is simply not matched (the scope is not validated).
@@ -70,15 +70,8 @@ load average ~2)."""
 
 
 def _import_sdks() -> tuple[Any, Any]:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise missing_dependency("openvino", "openvino", "INT8 OpenVINO quantization") from None
-    try:
-        import nncf
-    except ImportError:
-        raise missing_dependency("nncf", "int8", "INT8 OpenVINO quantization") from None
-    return ov, nncf
+    ov = import_sdk("openvino", "openvino", "INT8 OpenVINO quantization")
+    return ov, import_sdk("nncf", "int8", "INT8 OpenVINO quantization")
 
 
 def fp32_islands(model: Any) -> list[str]:

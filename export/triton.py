@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from partialnet.errors import UsageError, missing_dependency
+from partialnet.errors import UsageError
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir, check_destination
 from partialnet.export.options import Target
+from partialnet.runtimes.base import import_sdk
 
 CONFIG_NAME = "config.pbtxt"
 VERSION = "1"
@@ -104,18 +105,12 @@ class TensorSpec:
 
 
 def _model_config_pb2() -> Any:
-    try:
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise missing_dependency("tritonclient", "triton", "writing a Triton repository") from None
-    return model_config_pb2
+    purpose = "writing a Triton repository"
+    return import_sdk("tritonclient.grpc.model_config_pb2", "triton", purpose)
 
 
 def _onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "onnx", "reading an ONNX model's inputs") from None
+    onnx = import_sdk("onnx", "onnx", "reading an ONNX model's inputs")
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {t.name for t in graph.initializer}
 
@@ -133,10 +128,7 @@ def _onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def _openvino_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise missing_dependency("openvino", "openvino", "reading an IR's inputs") from None
+    ov = import_sdk("openvino", "openvino", "reading an IR's inputs")
     model = ov.Core().read_model(str(path))
 
     def spec(port: Any) -> TensorSpec:
