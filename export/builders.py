@@ -110,6 +110,11 @@ def check_sdks(options: ExportOptions) -> None:
         needed.append(("openvino", "openvino", "OpenVINO export"))
     if Target.COREML in options.targets:
         needed.append(("coremltools", "coreml", "CoreML export"))
+    if options.precision is Precision.INT8:
+        if {Target.ONNX, Target.TRT} & set(options.targets):
+            needed.append(("onnxruntime", "onnx", "INT8 ONNX quantization"))
+        if Target.OPENVINO in options.targets:
+            needed.append(("nncf", "int8", "INT8 OpenVINO quantization"))
     for module, extra, purpose in needed:
         if (module in sys.modules and sys.modules[module] is None) or not _findable(module):
             raise missing_dependency(module, extra, purpose)

@@ -153,3 +153,18 @@ def test_int8_without_labels_is_checked_on_held_out_images(
         parity = record["parity"]
         assert parity["inputs"].startswith("calibration images held out")
         assert parity["images"] == 30 and parity["passed"] and record["accuracy"] is None
+
+
+def test_int8_without_nncf_names_the_extra_before_writing(
+    tmp_path: Path, monkeypatch, capsys, digits_folders: tuple[Path, Path]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf -> ImportError
+    out = tmp_path / "out"
+    args = ["--variant", "t0", "--imgsz", "64", "--precision", "int8", "--target", "openvino"]
+    assert (
+        cli.main([*args, "--calibration-data", str(digits_folders[0]), "--output", str(out)]) == 2
+    )
+    assert "pip install 'partialnet-export[int8]'" in capsys.readouterr().err
+    assert not out.exists()
