@@ -36,8 +36,6 @@ def source_images(
     from partialnet.export.inputs import load_inputs
 
     wanted = Precision.INT8 if "int8" in precisions else Precision.FP32
-    if args.eval_data is None and args.calibration_data is None:
-        return gate.noise_images(source.chw, args.batch, args.images)
     inputs = load_inputs(
         meta,
         source.chw,
@@ -46,6 +44,7 @@ def source_images(
         eval_data=args.eval_data,
         calibration_data=args.calibration_data,
         calibration_images=args.calibration_images,
+        noise_count=args.images,
     )
     return inputs.gate
 

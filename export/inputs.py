@@ -52,6 +52,7 @@ def load_inputs(
     eval_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
     calibration_images: int = 300,
+    noise_count: int = PARITY_IMAGES,
 ) -> ExportInputs:
     """Read, check and preprocess the folders; raises a DataError (a UsageError) naming the
     folder or file that cannot be used."""
@@ -106,6 +107,6 @@ def load_inputs(
             calibration = inputs
         record["calibration"] = {**sample.describe(), "used_to_calibrate": len(paths)}
     if evaluation is None and calibration_data is None:
-        gate = noise_images(chw, batch, PARITY_IMAGES)
+        gate = noise_images(chw, batch, noise_count)
     record["gate"] = {"inputs": gate.source, "images": len(gate.images)}
     return ExportInputs(gate, calibration, record)
