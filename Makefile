@@ -31,7 +31,7 @@ CKPT := tests/fixtures/digits_t0_64.ckpt
 BENCH := $(VENV)/bin/partialnet-bench parity
 
 data: install
-	$(PY) -m partialnet.bench.datasets --digits $(DATA)/digits --photos $(DATA)/photos
+	$(PY) -m partialnet.bench.data.datasets --digits $(DATA)/digits --photos $(DATA)/photos
 
 # 1. Every random-weight variant x {onnxruntime, openvino, torch} x {fp32, fp16} on the photos.
 # 2. The trained digits model x {onnxruntime, openvino, coreml} x {fp32, fp16, int8}, with

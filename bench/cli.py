@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from partialnet.bench.args import UsageParser, comma_choices
-from partialnet.bench.compare import compare_reports, format_comparison
 from partialnet.bench.environment import PeakGemm, collect_environment
-from partialnet.bench.measure import PeakMemory, ProgressLine, current_rss_mb, measure_runner
-from partialnet.bench.plots import plot_latency, plot_throughput
-from partialnet.bench.report import load_json, measured_cell, skipped_cell, write_report
+from partialnet.bench.perf.compare import compare_reports, format_comparison
+from partialnet.bench.perf.measure import PeakMemory, ProgressLine, current_rss_mb, measure_runner
+from partialnet.bench.perf.plots import plot_latency, plot_throughput
+from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell, write_report
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest

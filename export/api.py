@@ -37,7 +37,8 @@ from partialnet.export.files import (
     sha256_path,
     size_bytes,
 )
-from partialnet.export.inputs import load_inputs
+from partialnet.export.gate.inputs import load_inputs
+from partialnet.export.gate.parity import run_parity, unverified
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
@@ -50,8 +51,7 @@ from partialnet.export.options import (
     parse_precision,
     parse_targets,
 )
-from partialnet.export.parity import run_parity, unverified
-from partialnet.export.serving import check_serving_options, write_triton
+from partialnet.export.serving.checks import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
 from partialnet.inference import to_fp16
 from partialnet.reparam import reparameterize
@@ -122,10 +122,10 @@ def export(
 
     ``features``: export the four stage maps (strides 4, 8, 16, 32) of a backbone instead of
     logits; each output is checked on its own. ``triton_repo``: also lay out a Triton model
-    repository of the placed onnx/openvino/trt artifacts (``partialnet.export.triton``).
+    repository of the placed onnx/openvino/trt artifacts (``partialnet.export.serving.triton``).
 
     ``eval_data`` (a labelled ImageFolder) and ``calibration_data`` (any image folder) are
-    what the gate checks on (see ``partialnet.export.inputs``); with labels every verified
+    what the gate checks on (see ``partialnet.export.gate.inputs``); with labels every verified
     record gains its accuracy. int8 needs ``calibration_data``.
 
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an

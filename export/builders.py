@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from partialnet.errors import UsageError
-from partialnet.export.onnx_export import export_onnx
 from partialnet.export.options import ARTIFACT_SUFFIX, ExportOptions, Precision, Target
+from partialnet.export.targets.onnx.convert import export_onnx
 from partialnet.inference import InferencePartialNet
 
 
@@ -72,7 +72,7 @@ class TargetContext:
 
     def qdq_onnx(self, flavour: str) -> tuple[Path, dict[str, Any]]:
         """The int8 Q/DQ ONNX of one flavour (onnxruntime or tensorrt), written once."""
-        from partialnet.export.int8_onnx import QdqFlavour, quantize_onnx
+        from partialnet.export.targets.onnx.int8 import QdqFlavour, quantize_onnx
 
         if flavour not in self._qdq:
             fp32, _ = self.onnx()
@@ -119,7 +119,7 @@ def check_sdks(options: ExportOptions) -> None:
         if (module in sys.modules and sys.modules[module] is None) or not _findable(module):
             raise missing_dependency(module, extra, purpose)
     if Target.TRT in options.targets:
-        from partialnet.export.tensorrt import import_tensorrt
+        from partialnet.export.targets.tensorrt.build import import_tensorrt
 
         import_tensorrt()
 
@@ -131,7 +131,7 @@ def check_target_options(options: ExportOptions, num_classes: int) -> Any:
         _trt_config(options)  # refuses an unknown compute capability or batch range
     if Target.COREML not in options.targets:
         return None
-    from partialnet.export.coreml import CoreMLOptions
+    from partialnet.export.targets.coreml.convert import CoreMLOptions
 
     labels = None
     if options.coreml_class_labels is not None:
@@ -171,7 +171,7 @@ def _runner(runtime: str, **options: Any) -> Callable[[Path], Any]:
 def _onnx(ctx: TargetContext) -> BuiltArtifact | list[BuiltArtifact]:
     if ctx.int8:
         # One graph cannot serve both: ONNX Runtime is fastest with uint8 activations and
-        # int32 biases, which TensorRT refuses (see partialnet.export.int8_onnx).
+        # int32 biases, which TensorRT refuses (see partialnet.export.targets.onnx.int8).
         built = []
         for flavour in ("onnxruntime", "tensorrt"):
             path, facts = ctx.qdq_onnx(flavour)
@@ -188,14 +188,14 @@ def _onnx(ctx: TargetContext) -> BuiltArtifact | list[BuiltArtifact]:
 
 
 def _openvino(ctx: TargetContext) -> BuiltArtifact:
-    from partialnet.export.openvino_export import export_openvino
+    from partialnet.export.targets.openvino.convert import export_openvino
 
     onnx_path, _ = ctx.onnx()
     name = ctx.artifact_name(Target.OPENVINO)
     staged = ctx.scratch / name
     if ctx.int8:
-        from partialnet.export.int8_openvino import quantize_openvino
-        from partialnet.export.openvino_export import ir_xml
+        from partialnet.export.targets.openvino.convert import ir_xml
+        from partialnet.export.targets.openvino.int8 import quantize_openvino
 
         ctx.say("      int8: NNCF calibration of the OpenVINO model")
         facts = quantize_openvino(
@@ -217,7 +217,7 @@ def _openvino(ctx: TargetContext) -> BuiltArtifact:
 
 
 def _trt_config(options: ExportOptions) -> Any:
-    from partialnet.export.tensorrt import TensorRTBuildConfig
+    from partialnet.export.targets.tensorrt.build import TensorRTBuildConfig
 
     return TensorRTBuildConfig(
         compute_capability=options.trt_compute_capability,
@@ -227,7 +227,7 @@ def _trt_config(options: ExportOptions) -> Any:
 
 
 def _tensorrt(ctx: TargetContext) -> BuiltArtifact:
-    from partialnet.export.tensorrt import build_engine
+    from partialnet.export.targets.tensorrt.build import build_engine
     from partialnet.runtimes.tensorrt import tensorrt_unavailable_reason
 
     # int8: the symmetric Q/DQ graph with float biases that TensorRT's parser takes.
@@ -246,7 +246,7 @@ def _tensorrt(ctx: TargetContext) -> BuiltArtifact:
 
 
 def _coreml(ctx: TargetContext) -> BuiltArtifact:
-    from partialnet.export.coreml import coreml_unverified_reason, export_coreml
+    from partialnet.export.targets.coreml.convert import coreml_unverified_reason, export_coreml
     from partialnet.runtimes.coreml import simulate_by_default
 
     options = ctx.coreml
@@ -255,7 +255,7 @@ def _coreml(ctx: TargetContext) -> BuiltArtifact:
     # coremltools draws tqdm bars on stderr for every pass; the CLI has its own progress.
     with contextlib.redirect_stderr(io.StringIO()):
         if ctx.int8:  # 8-bit weights (W8); W8A8 calibrates by running the model: macOS only
-            from partialnet.export.int8_coreml import quantize_coreml
+            from partialnet.export.targets.coreml.int8 import quantize_coreml
 
             fp32 = ctx.scratch / f"{ctx.stem}-fp32-source.mlpackage"
             facts = export_coreml(ctx.inference, fp32, options, progress=None)

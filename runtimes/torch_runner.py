@@ -23,7 +23,7 @@ def _model_precision(model: nn.Module) -> str:
 
 def _named(out: Tensor | tuple[Tensor, ...] | list[Tensor]) -> tuple[list[str], list[Tensor]]:
     """Output names as the ONNX export gives them: ``logits``, or a backbone's
-    ``feat0``.. in stride order (partialnet.export.onnx_export.output_names)."""
+    ``feat0``.. in stride order (partialnet.export.targets.onnx.convert.output_names)."""
     if isinstance(out, (tuple, list)):
         return [f"feat{i}" for i in range(len(out))], list(out)
     return ["logits"], [out]

@@ -71,7 +71,7 @@ def t0_random() -> nn.Module:
 
 
 # PartialNet t0 trained on scikit-learn's digits at 64 px by
-# `python -m partialnet.bench.train_digits` (seed 0, 30 epochs, test_crop_ratio 0.875).
+# `python -m partialnet.bench.data.train_digits` (seed 0, 30 epochs, test_crop_ratio 0.875).
 DIGITS_CHECKPOINT = FIXTURES / "digits_t0_64.ckpt"
 
 
@@ -79,7 +79,7 @@ DIGITS_CHECKPOINT = FIXTURES / "digits_t0_64.ckpt"
 def digits_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(train, val) ImageFolder folders of scikit-learn's digits as 64x64 RGB PNGs."""
     pytest.importorskip("sklearn", reason="the digits need scikit-learn (the test extra)")
-    from partialnet.bench.datasets import write_digits_folders
+    from partialnet.bench.data.datasets import write_digits_folders
 
     return write_digits_folders(tmp_path_factory.mktemp("digits"))
 
@@ -88,7 +88,7 @@ def digits_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-image's bundled photographs as PNG/JPEG files (grayscale ones kept gray)."""
     pytest.importorskip("skimage", reason="the photographs need scikit-image (the test extra)")
-    from partialnet.bench.datasets import write_photo_folder
+    from partialnet.bench.data.datasets import write_photo_folder
 
     return write_photo_folder(tmp_path_factory.mktemp("photos"))
 

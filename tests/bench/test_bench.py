@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from partialnet.bench import cli
-from partialnet.bench.compare import compare_reports, format_comparison
 from partialnet.bench.environment import PeakGemm, collect_environment
-from partialnet.bench.measure import (
+from partialnet.bench.perf.compare import compare_reports, format_comparison
+from partialnet.bench.perf.measure import (
     LatencyStats,
     Measurement,
     PeakMemory,
@@ -28,8 +28,8 @@ from partialnet.bench.measure import (
     measure,
     measure_runner,
 )
-from partialnet.bench.plots import plot_latency, plot_throughput
-from partialnet.bench.report import (
+from partialnet.bench.perf.plots import plot_latency, plot_throughput
+from partialnet.bench.perf.report import (
     LATENCY_KEYS,
     REQUIRED,
     measured_cell,

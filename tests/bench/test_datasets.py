@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partialnet.bench.datasets import DIGITS_CLASSES, PHOTOS, digits_split, write_photo_folder
+from partialnet.bench.data.datasets import DIGITS_CLASSES, PHOTOS, digits_split, write_photo_folder
 from partialnet.images import calibration_images, labelled_folder
 
 

@@ -2,7 +2,7 @@
 
 One real export of t0 (ONNX, fp32 and fp16, 8 images) is shared by the tests that need
 artifacts; the others run torch only or no model at all. Tolerances are the export gate's
-(partialnet.export.parity), asserted through its constants, never restated here.
+(partialnet.export.gate.parity), asserted through its constants, never restated here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from partialnet.bench import cli, parity
-from partialnet.export import parity as gate
+from partialnet.export.gate import parity as gate
 from partialnet.runtimes import available_runtimes
 
 CELL_KEYS = {

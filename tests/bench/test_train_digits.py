@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import partialnet
-from partialnet.bench.train_digits import (
+from partialnet.bench.data.train_digits import (
     TrainSettings,
     digits_meta,
     lightning_hparams,

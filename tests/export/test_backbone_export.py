@@ -29,8 +29,8 @@ FP32_REL_TOL = 1e-5
 
 @pytest.mark.parametrize("variant", ["t1", "t2"])
 def test_backbone_exports_four_maps_in_stride_order(variant, tmp_path):
-    from partialnet.export.onnx_export import export_onnx
-    from partialnet.export.openvino_export import export_openvino, ir_xml
+    from partialnet.export.targets.onnx.convert import export_onnx
+    from partialnet.export.targets.openvino.convert import export_openvino, ir_xml
 
     torch.manual_seed(0)
     eager = randomize(partialnet.create_model(variant, features_only=True)).eval()

@@ -18,7 +18,11 @@ import torch
 
 import partialnet
 from partialnet.errors import UsageError
-from partialnet.export.coreml import (
+from partialnet.export.errors import ExportFailure
+
+# The export parity gate's own tolerances, so these checks move with it.
+from partialnet.export.gate.parity import FP16_MIN_COSINE, FP32_MAX_REL, FP32_MIN_COSINE
+from partialnet.export.targets.coreml.convert import (
     CLASSIFIER_OUTPUTS,
     ML_PROGRAM_TARGETS,
     CoreMLOptions,
@@ -27,11 +31,7 @@ from partialnet.export.coreml import (
     image_preprocessing,
     wrap_for_coreml,
 )
-from partialnet.export.coreml_spec import coreml_spec_summary
-from partialnet.export.errors import ExportFailure
-
-# The export parity gate's own tolerances, so these checks move with it.
-from partialnet.export.parity import FP16_MIN_COSINE, FP32_MAX_REL, FP32_MIN_COSINE
+from partialnet.export.targets.coreml.spec import coreml_spec_summary
 from partialnet.inference import ChannelGate, InferencePartialNet, to_fp16
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra [coreml])")

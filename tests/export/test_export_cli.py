@@ -14,13 +14,13 @@ import pytest
 from conftest import UPSTREAM_LOGITS_MAX_REL, fixture_path
 
 from partialnet.export import cli
-from partialnet.export.onnx_export import FORBIDDEN_OPS
-from partialnet.export.parity import (
+from partialnet.export.gate.parity import (
     FP16_MIN_COSINE,
     FP16_MIN_TOP1,
     FP32_MAX_REL,
     FP32_MIN_COSINE,
 )
+from partialnet.export.targets.onnx.convert import FORBIDDEN_OPS
 
 MANIFEST_KEYS = {
     "target",
@@ -242,7 +242,7 @@ def test_failing_export_keeps_good_earlier_artifact(tmp_path: Path, monkeypatch,
 
 
 def test_parity_violation_exits_1_and_places_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
-    from partialnet.export.parity import FP32_MAX_REL
+    from partialnet.export.gate.parity import FP32_MAX_REL
     from partialnet.runtimes.onnxruntime import OnnxRuntimeRunner
 
     real_infer = OnnxRuntimeRunner.infer

@@ -4,7 +4,7 @@ The model is the trained digits t0 at 64 px when its checkpoint is in tests/fixt
 scikit-learn's digits); otherwise a random-weight t0 at 64 px with randomized BatchNorms
 (images: crops of scikit-image's photos). A random-weight classifier puts every photo in the
 same class, so top-1 agreement means nothing there: the full gate (agreement >= 97% and
-per-image cosine >= 0.98, ``partialnet.export.parity``) is asserted on the trained model,
+per-image cosine >= 0.98, ``partialnet.export.gate.parity``) is asserted on the trained model,
 the cosine alone on the random one. Calibration and checking use disjoint images.
 """
 
@@ -21,10 +21,10 @@ from conftest import randomize
 import partialnet
 from partialnet.errors import UsageError
 from partialnet.export import export
-from partialnet.export.calibration import rebatch
-from partialnet.export.int8_onnx import QdqFlavour, fp32_islands, qdq_facts, quantize_onnx
+from partialnet.export.gate.calibration import rebatch
+from partialnet.export.gate.parity import INT8_MIN_IMAGE_COSINE, compare
 from partialnet.export.options import Precision
-from partialnet.export.parity import INT8_MIN_IMAGE_COSINE, compare
+from partialnet.export.targets.onnx.int8 import QdqFlavour, fp32_islands, qdq_facts, quantize_onnx
 from partialnet.runtimes import open_runner
 
 onnx = pytest.importorskip("onnx")
@@ -67,7 +67,7 @@ def _digits(meta) -> np.ndarray:
 
 
 def _photo_crops(n: int, meta, seed: int = 0) -> np.ndarray:
-    from partialnet.bench.datasets import photo_crops
+    from partialnet.bench.data.datasets import photo_crops
 
     return _normalize(photo_crops(n, SIZE, seed), meta.mean, meta.std)
 
@@ -152,7 +152,11 @@ def test_fp32_islands_stay_float(subject, qdq) -> None:
 
 def test_tensorrt_flavour_parses_and_builds(qdq, tmp_path) -> None:
     from partialnet.errors import MissingDependencyError
-    from partialnet.export.tensorrt import TensorRTBuildConfig, build_engine, import_tensorrt
+    from partialnet.export.targets.tensorrt.build import (
+        TensorRTBuildConfig,
+        build_engine,
+        import_tensorrt,
+    )
 
     try:
         import_tensorrt()
@@ -191,7 +195,7 @@ def test_corrupted_scale_fails_the_agreement_check(subject, qdq, tmp_path) -> No
 def test_nncf_ir_agrees_with_fp32_in_openvino(subject, tmp_path) -> None:
     pytest.importorskip("nncf")
     pytest.importorskip("openvino")
-    from partialnet.export.int8_openvino import quantize_openvino
+    from partialnet.export.targets.openvino.int8 import quantize_openvino
 
     xml = tmp_path / "int8.xml"
     # The fast bias correction keeps this test quick; the default is measured by the bench.

@@ -15,7 +15,7 @@ from torch import nn
 
 from partialnet.errors import UsageError
 from partialnet.export.files import size_bytes
-from partialnet.export.int8_coreml import quantize_coreml, w8a8_unavailable_reason
+from partialnet.export.targets.coreml.int8 import quantize_coreml, w8a8_unavailable_reason
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra [coreml])")
 

@@ -39,7 +39,7 @@ np.savez(sys.argv[3], **{n: np.asarray(o) for n, o in zip(names, outs)})
 
 
 def _export(model: torch.nn.Module, size: int, path: Path) -> Path:
-    from partialnet.export.onnx_export import export_onnx
+    from partialnet.export.targets.onnx.convert import export_onnx
 
     inference = partialnet.reparameterize(model, size)
     export_onnx(

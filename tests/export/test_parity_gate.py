@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from partialnet.export import parity as gate
+from partialnet.export.gate import parity as gate
+from partialnet.export.gate.parity import GateImages, accuracy, compare, run_parity, seeded_batches
 from partialnet.export.options import Precision
-from partialnet.export.parity import GateImages, accuracy, compare, run_parity, seeded_batches
 
 
 def _logits(n: int = 100, classes: int = 10, seed: int = 0) -> np.ndarray:

@@ -65,7 +65,7 @@ def test_interrupted_export_leaves_everything_as_it_was(
 ) -> None:
     out = tmp_path / "out"
     before = _good_export(out)
-    from partialnet.export import openvino_export
+    from partialnet.export.targets.openvino import convert as openvino_export
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -100,7 +100,7 @@ def test_sdk_error_is_one_line_and_debug_shows_the_traceback(
 
 def test_a_later_failure_still_places_what_passed(tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "out"
-    from partialnet.export import openvino_export
+    from partialnet.export.targets.openvino import convert as openvino_export
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -9,7 +9,7 @@ import pytest
 
 from partialnet.backbone import FEATURE_STRIDES, RULE_CLASSIFIER
 from partialnet.export import cli
-from partialnet.export.parity import FP32_MAX_REL, FP32_MIN_COSINE
+from partialnet.export.gate.parity import FP32_MAX_REL, FP32_MIN_COSINE
 
 SMALL = ["--variant", "t0", "--imgsz", "64"]
 

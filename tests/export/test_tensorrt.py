@@ -15,7 +15,7 @@ import pytest
 
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.files import write_bytes_atomically
-from partialnet.export.tensorrt import (
+from partialnet.export.targets.tensorrt.build import (
     FLAVOUR_RTX,
     TensorRTBuildConfig,
     TensorRTBuildError,
@@ -226,7 +226,7 @@ def test_second_build_and_timing_cache(models, tmp_path) -> None:
 @needs_trt
 def test_corrupt_timing_cache_is_rebuilt(tmp_path) -> None:
     """The full-TensorRT cache path, driven directly: garbage must not break the build."""
-    from partialnet.export.tensorrt import _attach_timing_cache
+    from partialnet.export.targets.tensorrt.build import _attach_timing_cache
 
     cache = tmp_path / "x.timing.cache"
     cache.write_bytes(b"not a timing cache" * 8)

@@ -22,7 +22,7 @@ pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritoncli
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
 
-from partialnet.export.triton import (  # noqa: E402
+from partialnet.export.serving.triton import (  # noqa: E402
     TritonArtifact,
     read_config,
     write_triton_repository,
@@ -36,8 +36,8 @@ _OV_TYPES = {"f32": "TYPE_FP32", "f16": "TYPE_FP16"}
 
 
 def _export(model: torch.nn.Module, directory: Path, dynamic: bool) -> dict[Target, Path]:
-    from partialnet.export.onnx_export import export_onnx
-    from partialnet.export.openvino_export import export_openvino, ir_xml
+    from partialnet.export.targets.onnx.convert import export_onnx
+    from partialnet.export.targets.openvino.convert import export_openvino, ir_xml
 
     directory.mkdir()
     onnx_path = directory / "model.onnx"
@@ -57,7 +57,11 @@ def _export(model: torch.nn.Module, directory: Path, dynamic: bool) -> dict[Targ
 
 
 def _engine(onnx_path: Path, dynamic: bool) -> tuple[Path, dict]:
-    from partialnet.export.tensorrt import TensorRTBuildConfig, build_engine, import_tensorrt
+    from partialnet.export.targets.tensorrt.build import (
+        TensorRTBuildConfig,
+        build_engine,
+        import_tensorrt,
+    )
 
     try:
         import_tensorrt()

@@ -1,7 +1,7 @@
 """Saved CoreML packages through the MIL reference interpreter and the simulated runner.
 
 Packages are converted once per module (``export_coreml``) and read back from disk. The
-parity rules are the export gate's (``partialnet.export.parity.compare``): fp32 max|diff| <=
+parity rules are the export gate's (``partialnet.export.gate.parity.compare``): fp32 max|diff| <=
 1e-4 x max|ref| and cosine >= 0.99999; fp16 cosine >= 0.999 and top-1 >= 99% (fp16 ties
 counted as agreeing, as the gate does). The interpreter approximates a device; these tests
 check the programs' semantics and the fp16 program's rounding, not an Apple device.
@@ -22,9 +22,13 @@ import torch
 
 import partialnet
 from partialnet.errors import InputShapeError, UsageError
-from partialnet.export.coreml import CLASSIFIER_OUTPUTS, CoreMLOptions, export_coreml
+from partialnet.export.gate.parity import FP32_MAX_REL, compare, noise_images, run_parity
 from partialnet.export.options import Precision
-from partialnet.export.parity import FP32_MAX_REL, compare, noise_images, run_parity
+from partialnet.export.targets.coreml.convert import (
+    CLASSIFIER_OUTPUTS,
+    CoreMLOptions,
+    export_coreml,
+)
 from partialnet.runtimes import RuntimeUnavailableError, available_runtimes, open_runner
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra [coreml])")

@@ -33,7 +33,7 @@ def _rel(got: np.ndarray, ref: np.ndarray) -> float:
 
 def _onnx(model: torch.nn.Module, path: Path) -> Path:
     pytest.importorskip("onnx")
-    from partialnet.export.onnx_export import export_onnx
+    from partialnet.export.targets.onnx.convert import export_onnx
 
     inference = partialnet.reparameterize(model, SIDE)
     export_onnx(

@@ -148,7 +148,7 @@ def _two_output_onnx(path: Path) -> Path:
 def engine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     import torch
 
-    from partialnet.export.tensorrt import TensorRTBuildConfig, build_engine
+    from partialnet.export.targets.tensorrt.build import TensorRTBuildConfig, build_engine
 
     d = tmp_path_factory.mktemp("trt")
     onnx_path = _two_output_onnx(d / "model.onnx")

@@ -1,8 +1,9 @@
 """Export performance: wall time and peak memory of ``partialnet-export --target all``, and
 the ONNX node count of the inference form against the eager model exported directly.
 
-    python -m partialnet.bench.export_perf --variants t1,l
-    python -m partialnet.bench.export_perf --variants t1 --precision int8 --calibration-data DIR
+    python -m partialnet.bench.perf.export_perf --variants t1,l
+    python -m partialnet.bench.perf.export_perf --variants t1 --precision int8 \
+        --calibration-data DIR
 
 Each export runs in its own process; its peak RSS is sampled from outside.
 Figures are printed; nothing here asserts a time.
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 import partialnet
-from partialnet.bench.baseline import export_eager_onnx, node_count
+from partialnet.bench.perf.baseline import export_eager_onnx, node_count
 
 # The project's goals (seconds, MiB), printed beside the measurements.
 GOALS = {
@@ -70,7 +71,7 @@ def time_export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.export_perf")
+    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.perf.export_perf")
     parser.add_argument("--variants", default="t1,l")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     parser.add_argument("--calibration-data", help="images for int8 (a folder)")

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.bench.parity_export import Exporter
-from partialnet.bench.parity_report import Cell, cell_text, one_line
-from partialnet.bench.parity_sources import Source, weights_fingerprint
+from partialnet.bench.parity.export import Exporter
+from partialnet.bench.parity.report import Cell, cell_text, one_line
+from partialnet.bench.parity.sources import Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
-from partialnet.export import parity as gate
+from partialnet.export.gate import parity as gate
 from partialnet.export.options import Precision, target_of
 from partialnet.runtimes import RuntimeUnavailableError, open_runner
 
@@ -33,7 +33,7 @@ def source_images(
     """The images every cell of ``source`` runs, chosen as the export gate chooses: eval
     images, else calibration images (held out from int8 calibration when int8 is among the
     precisions, so every precision is checked on the same images), else seeded noise."""
-    from partialnet.export.inputs import load_inputs
+    from partialnet.export.gate.inputs import load_inputs
 
     wanted = Precision.INT8 if "int8" in precisions else Precision.FP32
     inputs = load_inputs(

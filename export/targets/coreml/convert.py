@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 import partialnet
 from partialnet.errors import UsageError, missing_dependency
-from partialnet.export.coreml_spec import spec_summary
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir, check_destination
+from partialnet.export.targets.coreml.spec import spec_summary
 from partialnet.inference import InferencePartialNet
 
 TENSOR_INPUT = "input"

@@ -19,8 +19,8 @@ import numpy as np
 
 from partialnet.config import ModelMeta
 from partialnet.errors import UsageError
+from partialnet.export.gate.parity import PARITY_IMAGES, GateImages, noise_images
 from partialnet.export.options import Precision
-from partialnet.export.parity import PARITY_IMAGES, GateImages, noise_images
 
 EVAL_IMAGES = "eval images"
 CALIBRATION_IMAGES = "calibration images"

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from partialnet.bench.measure import Measurement
+from partialnet.bench.perf.measure import Measurement
 from partialnet.errors import UsageError
 
 LATENCY_KEYS = ("min", "mean", "std", "p50", "p90", "p99", "max")

@@ -1,6 +1,6 @@
 """Train PartialNet t0 on scikit-learn's digits at 64 px: a small real, trained model.
 
-    python -m partialnet.bench.train_digits --out DIR
+    python -m partialnet.bench.data.train_digits --out DIR
 
 Writes DIR/digits/{train,val} (ImageFolder PNGs, see ``datasets.write_digits_folders``) and
 DIR/digits_t0_64.ckpt in the authors' Lightning layout (``state_dict`` with ``model.``
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import partialnet
-from partialnet.bench.datasets import DIGITS_CLASSES, DIGITS_SIZE, write_digits_folders
+from partialnet.bench.data.datasets import DIGITS_CLASSES, DIGITS_SIZE, write_digits_folders
 from partialnet.config import ModelMeta, PartialNetConfig
 from partialnet.images import labelled_folder
 from partialnet.transform import preprocess_batch
@@ -215,7 +215,7 @@ def train_digits(out_dir: Path, settings: TrainSettings | None = None) -> TrainR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.train_digits")
+    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.data.train_digits")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     parser.add_argument("--seed", type=int, default=TrainSettings.seed)

@@ -52,8 +52,8 @@ def write_triton(
     ov_hint: str,
 ) -> None:
     """A Triton model per placed onnx/openvino/trt artifact (engines: I/O from their ONNX)."""
-    from partialnet.export.openvino_export import ir_xml
-    from partialnet.export.triton import write_triton_repository
+    from partialnet.export.serving.triton import write_triton_repository
+    from partialnet.export.targets.openvino.convert import ir_xml
 
     items = []
     for artifact, passed in built:

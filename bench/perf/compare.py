@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from partialnet.bench.report import cell_key
+from partialnet.bench.perf.report import cell_key
 
 CellKey = tuple[str, str, str, int]
 

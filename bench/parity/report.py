@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from partialnet.bench.report import _environment_lines
-from partialnet.export import parity as gate
+from partialnet.bench.perf.report import _environment_lines
+from partialnet.export.gate import parity as gate
 from partialnet.export.options import Precision
 
 

@@ -88,7 +88,7 @@ class TritonArtifact:
         target, path, details = item
         target = Target(target)
         if target is Target.OPENVINO and Path(path).is_dir():  # an IR directory: its .xml
-            from partialnet.export.openvino_export import ir_xml
+            from partialnet.export.targets.openvino.convert import ir_xml
 
             path = ir_xml(Path(path))
         source = details.get("onnx") if target is Target.TRT else None

@@ -1,6 +1,6 @@
 """The INT8 and CPU-runtime goals, measured in one run on this machine and printed.
 
-    python -m partialnet.bench.int8_goals [--threads 2] [--iterations 50] [--rounds 3]
+    python -m partialnet.bench.goals.int8 [--threads 2] [--iterations 50] [--rounds 3]
         [--variants t1] [--digits CKPT] [--opset 18] [--profile]
 
 1. t1, 224 px, batch 1: int8 / fp32 latency on the same runtime (goals: OpenVINO <= 0.5,
@@ -32,17 +32,17 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.bench.baseline import export_eager_onnx
-from partialnet.bench.goals import best_p50
+from partialnet.bench.goals.fp32 import best_p50
+from partialnet.bench.perf.baseline import export_eager_onnx
 from partialnet.export import export
-from partialnet.export.int8_onnx import QdqFlavour, quantize_onnx
-from partialnet.export.int8_openvino import FAST_BIAS_CORRECTION, quantize_openvino
+from partialnet.export.gate.parity import compare
 from partialnet.export.options import Precision
-from partialnet.export.parity import compare
+from partialnet.export.targets.onnx.int8 import QdqFlavour, quantize_onnx
+from partialnet.export.targets.openvino.int8 import FAST_BIAS_CORRECTION, quantize_openvino
 from partialnet.runtimes import open_runner
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-DEFAULT_DIGITS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "digits_t0_64.ckpt"
+DEFAULT_DIGITS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "digits_t0_64.ckpt"
 CALIBRATION_IMAGES = 32
 
 
@@ -85,7 +85,7 @@ def random_model(variant: str, seed: int = 0) -> torch.nn.Module:
 def calibration_images(n: int, size: int, mean, std, seed: int = 0) -> tuple[np.ndarray, str]:
     """Random crops of scikit-image's colour photos, normalized; noise when it is missing."""
     try:
-        from partialnet.bench.datasets import photo_crops
+        from partialnet.bench.data.datasets import photo_crops
 
         crops = photo_crops(n, size, seed)
     except ImportError:
@@ -273,7 +273,7 @@ def goal_digits(checkpoint: Path, tmp: Path, threads: int, opset: int = 18) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.int8_goals")
+    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.goals.int8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)

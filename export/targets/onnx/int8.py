@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from partialnet.errors import UsageError
-from partialnet.export.calibration import rebatch, require_batches
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_file
+from partialnet.export.gate.calibration import rebatch, require_batches
 from partialnet.runtimes.base import import_sdk
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")

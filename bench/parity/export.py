@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from partialnet.bench.parity_report import Cell, one_line
-from partialnet.bench.parity_sources import ModelSpec, Source, weights_fingerprint
+from partialnet.bench.parity.report import Cell, one_line
+from partialnet.bench.parity.sources import ModelSpec, Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
 from partialnet.export.options import runtime_of, target_of
 

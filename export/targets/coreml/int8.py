@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from partialnet.errors import UsageError
-from partialnet.export.calibration import rebatch, require_batches
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir
+from partialnet.export.gate.calibration import rebatch, require_batches
 from partialnet.runtimes.base import import_sdk
 
 # ML-program spec version of the iOS17 / macOS14 family: the first with activation

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from partialnet.export.calibration import rebatch, require_batches
 from partialnet.export.errors import ExportFailure
+from partialnet.export.gate.calibration import rebatch, require_batches
 from partialnet.export.metadata import encode_metadata
 from partialnet.runtimes.base import import_sdk
 
@@ -96,7 +96,7 @@ def fp32_islands(model: Any) -> list[str]:
 
 def read_fp32_model(path: Path) -> Any:
     """The fp32 OpenVINO model from an IR (its directory or .xml) or an ONNX file."""
-    from partialnet.export.openvino_export import ir_xml
+    from partialnet.export.targets.openvino.convert import ir_xml
 
     ov, _ = _import_sdks()
     path = ir_xml(Path(path)) if Path(path).is_dir() else Path(path)

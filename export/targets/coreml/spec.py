@@ -16,7 +16,7 @@ def coreml_spec_summary(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_dir():
         raise UsageError(f"{path} is not a CoreML .mlpackage directory")
-    from partialnet.export.coreml import _import_coremltools
+    from partialnet.export.targets.coreml.convert import _import_coremltools
 
     ct = _import_coremltools()
     return spec_summary(ct.utils.load_spec(str(path)))

@@ -1,7 +1,7 @@
 """partialnet-bench parity: every variant x runtime x precision against the eager fp32 model.
 
 The reference is the eager (training-form) model in fp32 on the export gate's seeded inputs
-(``partialnet.export.parity.seeded_batches``), computed once per variant and shared by all
+(``partialnet.export.gate.parity.seeded_batches``), computed once per variant and shared by all
 of its cells; each cell is judged by the gate's own ``compare`` and tolerances. ``torch``
 runs the inference form (``reparameterize``, plus ``to_fp16`` for fp16) through the torch
 runner; ``onnxruntime``/``openvino`` run the artifacts of one ``export(targets="onnx,openvino",
@@ -38,13 +38,13 @@ from typing import Any
 import partialnet
 from partialnet.bench.args import UsageParser, comma_choices
 from partialnet.bench.environment import collect_environment
-from partialnet.bench.parity_cells import Progress, run_source
-from partialnet.bench.parity_export import Exporter
-from partialnet.bench.parity_report import Cell, format_matrix, summary, tolerances, write_outputs
-from partialnet.bench.parity_sources import Source, sources_from_args
+from partialnet.bench.parity.cells import Progress, run_source
+from partialnet.bench.parity.export import Exporter
+from partialnet.bench.parity.report import Cell, format_matrix, summary, tolerances, write_outputs
+from partialnet.bench.parity.sources import Source, sources_from_args
 from partialnet.errors import UsageError
-from partialnet.export import parity as gate
 from partialnet.export.cli_errors import run_guarded
+from partialnet.export.gate import parity as gate
 from partialnet.export.options import Precision
 from partialnet.runtimes import available_runtimes
 from partialnet.runtimes.base import Runtime

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m partialnet.bench.datasets",
+        prog="python -m partialnet.bench.data.datasets",
         description="Write scikit-learn's digits (train/val ImageFolder, 64x64 RGB PNGs) and "
         "scikit-image's bundled photographs as image folders.",
     )

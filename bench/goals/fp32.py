@@ -1,6 +1,6 @@
 """The runtime performance goals, measured in one run on this machine and printed.
 
-    python -m partialnet.bench.goals [--threads 2] [--iterations 50]
+    python -m partialnet.bench.goals.fp32 [--threads 2] [--iterations 50]
 
 1. t1, batch 1: the fastest CPU runtime on the exported inference form vs eager PyTorch
    (goal: >= 3x faster).
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.bench.baseline import export_eager_onnx
 from partialnet.bench.environment import PeakGemm, cpu_model, isa_summary
-from partialnet.bench.measure import measure
+from partialnet.bench.perf.baseline import export_eager_onnx
+from partialnet.bench.perf.measure import measure
 from partialnet.export import export
 from partialnet.runtimes import open_runner
 
@@ -144,7 +144,7 @@ def goal_gemm_fraction(tmp: Path, threads: int, iterations: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.goals")
+    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.goals.fp32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=50)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from partialnet.export.onnx_export import quiet_onnx_exporter
+from partialnet.export.targets.onnx.convert import quiet_onnx_exporter
 
 
 def export_eager_onnx(
