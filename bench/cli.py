@@ -25,7 +25,7 @@ from partialnet.bench.perf.plots import plot_latency, plot_throughput
 from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell, write_report
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
-from partialnet.export.manifest import read_verified_manifest
+from partialnet.export.manifest import read_verified_manifest, resolve_artifact
 from partialnet.export.options import runtime_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
@@ -159,7 +159,7 @@ def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any)
             for e in mine:
                 extra = {"artifact": e["path"], "artifact_precision": e.get("precision")}
                 shape = tuple(e["input_shape"][1:])
-                path = args.artifacts / e["path"]
+                path = resolve_artifact(args.artifacts, e)  # checked by read_verified_manifest
                 jobs.append(Job(name, shape, str(e.get("precision")), path, extra))
             if not mine:
                 why = f"no {target_of(name)} artifact in {args.artifacts}/manifest.json"
@@ -226,7 +226,10 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
     )
     for e in read_verified_manifest(out)["artifacts"]:
         if e["target"] == target:
-            return out / e["path"], {"artifact": e["path"], "artifact_precision": e["precision"]}
+            return resolve_artifact(out, e), {
+                "artifact": e["path"],
+                "artifact_precision": e["precision"],
+            }
     raise _Skip(f"partialnet.export.export wrote no {target} artifact")
 
 

@@ -92,7 +92,7 @@ def _unique_labels(sources: list[Source], tags: list[str]) -> list[Source]:
 
 def _artifact_sources(args: argparse.Namespace) -> list[Source]:
     """One source per manifest.json in --artifacts DIR or in its direct subdirectories."""
-    from partialnet.export.manifest import MANIFEST_NAME, load_manifest
+    from partialnet.export.manifest import MANIFEST_NAME, read_manifest, resolve_artifact
 
     root: Path = args.artifacts
     dirs = [root] if (root / MANIFEST_NAME).is_file() else []
@@ -106,20 +106,20 @@ def _artifact_sources(args: argparse.Namespace) -> list[Source]:
     checkpoints = {sha256_path(p): p for p in args.checkpoint or [] if p.is_file()}
     sources = []
     for directory in dirs:
-        manifest = load_manifest(directory)
-        if manifest is None:
-            raise UsageError(f"{directory / MANIFEST_NAME} cannot be read as an export manifest")
+        manifest = read_manifest(directory)  # a ManifestError (exit 2) names the bad entry
         if args.variants and manifest.variant not in args.variants:
             continue
         source = _source(_manifest_spec(manifest, directory, checkpoints), keep=True)
         source.chw = (source.chw[0], *manifest.input_size)  # the size it was exported at
         source.given, source.given_dir = {}, directory
-        for record in manifest.artifacts:
+        # Every path is proved inside the directory (and a regular file or directory)
+        # before any is hashed or loaded: a FIFO would hang the hash, /etc/passwd leaks.
+        paths = [resolve_artifact(directory, r, i) for i, r in enumerate(manifest.artifacts)]
+        for record, path in zip(manifest.artifacts, paths, strict=True):
             if record.details.get("flavour") == "tensorrt" and record.target == "onnx":
                 continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
-            path = directory / record.path
             runtime = runtime_of(record.target)
-            if runtime is not None and path.exists():
+            if runtime is not None:
                 source.given[(runtime, record.precision)] = path
                 if sha256_path(path) != record.sha256:
                     source.stale.add(path)
