@@ -1,20 +1,22 @@
 """``export()``: the Python API behind ``partialnet-export``.
 
 eager model -> reparameterize -> ONNX -> {OpenVINO IR, TensorRT engine}; inference form ->
-CoreML. Every option is checked before anything is written. Each artifact is built in a
-scratch directory inside the output directory, checked against the eager model there (the
-parity gate) where its runtime runs here, and only then moved into place; the manifest is
-rewritten with what is in place. A failed, interrupted or rejected export leaves the earlier
-artifacts and manifest as they were.
+CoreML. Every option, and the output directory (another model's export, a name taken by
+something else), is checked before anything is written. Each artifact is built in a scratch
+directory inside the output directory and checked against the eager model there (the parity
+gate) where its runtime runs here; then one commit step (``partialnet.export.commit``) moves
+every artifact that passed into place and writes the manifest last. An export where nothing
+passed, or that is interrupted or runs out of space before the commit, changes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +31,11 @@ from partialnet.export.builders import (
     check_sdks,
     check_target_options,
 )
+from partialnet.export.commit import Staged, check_names, commit, disk_is_short, scratch_dir
 from partialnet.export.errors import ExportFailure, ParityFailure
+from partialnet.export.existing import earlier_export
 from partialnet.export.files import (
     describe_os_error,
-    place,
     prepare_output_dir,
     sha256_path,
     size_bytes,
@@ -42,6 +45,7 @@ from partialnet.export.gate.parity import run_parity, unverified
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
+    ARTIFACT_SUFFIX,
     ExportOptions,
     Precision,
     Target,
@@ -116,6 +120,7 @@ def export(
     eval_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
     calibration_images: int = 300,
+    replace: bool = False,
     progress: Progress | None = None,
 ) -> Manifest:
     """Export to every requested target; returns the manifest (also written to disk).
@@ -128,10 +133,15 @@ def export(
     what the gate checks on (see ``partialnet.export.gate.inputs``); with labels every verified
     record gains its accuracy. int8 needs ``calibration_data``.
 
+    ``replace``: the output directory may hold another model's export (other variant, size,
+    checkpoint or ``features``); its listed files are removed when this one is placed.
+    Without it such a directory is refused before anything is built.
+
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an
-    artifact could not be produced (those that passed before it are placed, earlier ones
-    otherwise untouched), ParityFailure when an artifact disagrees with the eager model
-    (it is not placed; the others are).
+    artifact could not be produced, ParityFailure when an artifact disagrees with the eager
+    model. Either way the artifacts that passed are placed in the one commit step (with
+    their records added to the earlier ones of the same model); when none passed, the
+    directory is left byte-identical.
     """
     say = progress or (lambda _msg: None)
     opts = ExportOptions(
@@ -156,7 +166,7 @@ def export(
     if source.random_weights:
         say(f"warning: {RANDOM_WEIGHTS_NOTE}")
     size = opts.input_size or source.eager.cfg.meta.input_size
-    opts = replace(opts, input_size=size, in_chans=source.eager.cfg.in_chans)
+    opts = dataclasses.replace(opts, input_size=size, in_chans=source.eager.cfg.in_chans)
     if eval_data is not None or calibration_data is not None:
         say("reading and preprocessing the image folders")
     inputs = load_inputs(
@@ -169,12 +179,15 @@ def export(
         calibration_images=calibration_images,
     )
     out_dir = prepare_output_dir(Path(output_dir or Path("exports") / source.variant))
+    fresh = _fresh_manifest(source, opts, features)
+    earlier = earlier_export(out_dir, fresh, replace)  # another model's export: refused here
+    stem = f"partialnet-{source.variant}-{size[0]}x{size[1]}-{opts.precision.value}"
+    stem += "-features" if features else ""
+    check_names(out_dir, _planned_names(stem, opts))  # a file where a directory goes, ...
 
     say(f"reparameterize: {source.variant} -> inference form at {size[0]}x{size[1]}")
     inference = reparameterize(source.eager, size)
     reference = _Reference(source.eager)
-    stem = f"partialnet-{source.variant}-{size[0]}x{size[1]}-{opts.precision.value}"
-    stem += "-features" if features else ""
     metadata = artifact_metadata(
         source.variant,
         inference,
@@ -184,12 +197,14 @@ def export(
         checkpoint=source.checkpoint,
         extra={"preprocessing": inputs.record["preprocessing"]},
     )
-    data = dict(inputs.record)
+    fresh.data = dict(inputs.record)
     if source.backbone_rule is not None:
-        data["backbone_rule"] = source.backbone_rule
+        fresh.data["backbone_rule"] = source.backbone_rule
+    for record in earlier.keep:
+        fresh.add(record)
     checked: list[_Checked] = []
     try:
-        with tempfile.TemporaryDirectory(prefix=".partialnet-export-", dir=out_dir) as scratch:
+        with scratch_dir(out_dir) as scratch:
             ctx = TargetContext(
                 options=opts,
                 inference=inference,
@@ -213,9 +228,9 @@ def export(
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
-                _place_passed(checked, out_dir, source, opts, say, data)
+                _commit_passed(checked, out_dir, scratch, fresh, earlier.remove, opts, say)
                 raise
-            manifest = _place_passed(checked, out_dir, source, opts, say, data)
+            manifest = _commit_passed(checked, out_dir, scratch, fresh, earlier.remove, opts, say)
             if triton_repo is not None:
                 placed = [(c.built, c.passed) for c in checked]
                 write_triton(
@@ -235,9 +250,20 @@ def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtif
         return build_target(target, ctx)
     except PartialNetError:
         raise
-    except OSError as exc:
-        raise ExportFailure(describe_os_error(exc, f"{target.value} export", out_dir)) from exc
     except Exception as exc:  # an SDK's own error type; the CLI shows one line of it
+        chain = exception_chain(exc)
+        if any(isinstance(e, KeyboardInterrupt) for e in chain):
+            # torch.onnx wraps an interrupt in its own error: it is still an interrupt.
+            raise KeyboardInterrupt from exc
+        os_error = next((e for e in chain if isinstance(e, OSError) and e.errno), None)
+        if os_error is None and disk_is_short(ctx.scratch, _weight_bytes(ctx)):
+            # SDK writers report a full disk their own way (OpenVINO: "basic_ios::clear:
+            # iostream error"); the free space says what they do not.
+            os_error = OSError(errno.ENOSPC, "No space left on device")
+        if os_error is not None:
+            raise ExportFailure(
+                describe_os_error(os_error, f"{target.value} export", out_dir)
+            ) from exc
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ExportFailure(
             f"{target.value} export failed: {type(exc).__name__}: {first}; rerun with --debug "
@@ -299,32 +325,28 @@ def _record(item: _Checked, sha256: str, size: int, opts: ExportOptions) -> Arti
     )
 
 
-def _place_passed(
+def _commit_passed(
     checked: list[_Checked],
     out_dir: Path,
-    source: ExportSource,
+    scratch: Path,
+    manifest: Manifest,
+    remove: list[Path],
     opts: ExportOptions,
     say: Progress,
-    data: dict[str, object],
 ) -> Manifest:
-    """Move every artifact that passed (or cannot be verified here) into place, recording
-    each in the manifest as soon as it is there."""
-    manifest = _start_manifest(out_dir, source, opts)
-    manifest.data = data
-    for item in checked:
-        if not item.passed:
-            continue
-        final = out_dir / item.built.name
-        sha, size = sha256_path(item.built.staged), size_bytes(item.built.staged)
-        try:
-            place(item.built.staged, final)
-            manifest.add(_record(item, sha, size, opts))
-            manifest.write(out_dir)
-        except OSError as exc:
-            raise ExportFailure(
-                describe_os_error(exc, f"placing {item.built.name}", out_dir)
-            ) from exc
-        say(f"      {item.built.target.value}: placed {final}")
+    """Place every artifact that passed (or cannot be verified here) and the manifest
+    listing them with the earlier records, in one step; nothing when none passed."""
+    passed = [item for item in checked if item.passed]
+    if not passed:
+        return load_manifest(out_dir) or manifest
+    for item in passed:
+        staged = item.built.staged
+        manifest.add(_record(item, sha256_path(staged), size_bytes(staged), opts))
+    commit(
+        out_dir, scratch, [Staged(i.built.staged, i.built.name) for i in passed], manifest, remove
+    )
+    for item in passed:
+        say(f"      {item.built.target.value}: placed {out_dir / item.built.name}")
     return manifest
 
 
@@ -363,21 +385,39 @@ def _rejection_message(rejected: list[_Checked], out_dir: Path) -> str:
     )
 
 
-def _start_manifest(out_dir: Path, source: ExportSource, opts: ExportOptions) -> Manifest:
-    """Keep earlier records of the same model and size whose files are still there."""
-    fresh = Manifest(
+def _fresh_manifest(source: ExportSource, opts: ExportOptions, features: bool) -> Manifest:
+    return Manifest(
         source.variant,
         source.checkpoint,
         package_versions(installed_only=True),
         list(opts.input_size or ()),
+        features=features,
     )
-    earlier = load_manifest(out_dir)
-    if earlier and (earlier.variant, earlier.checkpoint, earlier.input_size) == (
-        fresh.variant,
-        fresh.checkpoint,
-        fresh.input_size,
-    ):
-        for record in earlier.artifacts:
-            if (out_dir / record.path).exists():
-                fresh.add(record)
-    return fresh
+
+
+def _planned_names(stem: str, opts: ExportOptions) -> dict[str, bool]:
+    """Every name this export may place, and whether it is a directory."""
+    names = {
+        f"{stem}{ARTIFACT_SUFFIX[t]}": t in (Target.OPENVINO, Target.COREML) for t in opts.targets
+    }
+    if opts.precision is Precision.INT8 and Target.ONNX in opts.targets:
+        names[f"{stem}-tensorrt{ARTIFACT_SUFFIX[Target.ONNX]}"] = False
+    return names
+
+
+def _weight_bytes(ctx: TargetContext) -> int:
+    """About what one artifact of this model takes on disk: its weights."""
+    return sum(t.numel() * t.element_size() for t in ctx.exported.state_dict().values())
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it was raised from or during, each once."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [item.__cause__, item.__context__]
+    return seen

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory (default: exports/<variant>/)",
     )
     out.add_argument(
+        "--replace",
+        action="store_true",
+        help="the output directory may hold another model's export (other variant, size, "
+        "checkpoint or --features): remove the files its manifest lists when this one is placed",
+    )
+    out.add_argument(
         "--no-verify", action="store_true", help="skip the parity gate against the eager model"
     )
     out.add_argument(
@@ -241,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_data=args.eval_data,
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,
+            replace=args.replace,
             progress=progress,
         )
         print(_table(_asked(manifest, _targets(args.target))))
@@ -250,7 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, ParityFailure):
             print(_table(_asked(exc.manifest, _targets(args.target)) + list(exc.rejected)))
 
-    return run_guarded(PROG, body, debug=args.debug, on_failure=on_failure)
+    return run_guarded(PROG, body, debug=args.debug, on_failure=on_failure, interrupted=INTERRUPTED)
+
+
+# An interrupt is held back while the commit step places the artifacts, so the directory
+# holds the earlier export or the whole new one, never a mix.
+INTERRUPTED = (
+    "interrupted; the output directory was left as it was (or, when the interrupt came "
+    "while the finished export was being placed, holds all of it)"
+)
 
 
 def _targets(target_arg: str) -> set[str]:

@@ -57,6 +57,8 @@ def run_guarded(
     except UsageError as exc:
         return report("error", str(exc), EXIT_USAGE)
     except PartialNetError as exc:
+        if _wraps_interrupt(exc):  # a failure line built around an interrupt: still one
+            return report("stopped", interrupted, EXIT_INTERRUPTED)
         if on_failure is not None:
             on_failure(exc)
         return report("failed", str(exc), EXIT_FAILED)
@@ -69,5 +71,22 @@ def run_guarded(
             "failed", "out of memory: use a smaller batch or variant, or a larger machine", 1
         )
     except Exception as exc:  # a bug or an SDK's own error: still one line, trace on request
+        if _wraps_interrupt(exc):  # torch.onnx's exporter wraps KeyboardInterrupt in its own
+            return report("stopped", interrupted, EXIT_INTERRUPTED)
         hint = "" if show_trace else f"; rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
         return report("failed", f"{type(exc).__name__}: {exc}{hint}", EXIT_FAILED)
+
+
+def _wraps_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised from or during a KeyboardInterrupt."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        if isinstance(item, KeyboardInterrupt):
+            return True
+        seen.add(id(item))
+        todo += [item.__cause__, item.__context__]
+    return False

@@ -51,7 +51,8 @@ def test_nan_checkpoint_is_rejected_and_nothing_is_replaced(tmp_path: Path, caps
     ckpt = tmp_path / "nan.pth"
     torch.save(model.state_dict(), ckpt)
     args = ["--checkpoint", str(ckpt), "--imgsz", "64", "--target", "onnx,openvino"]
-    code = cli.main([*args, "--output", str(out)])
+    # Another model's weights: --replace lets it in, yet nothing passes, so nothing changes.
+    code = cli.main([*args, "--replace", "--output", str(out)])
     captured = capsys.readouterr()
     assert code == 1
     line = _one_line(captured.err)
