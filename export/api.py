@@ -58,6 +58,7 @@ from partialnet.export.options import (
 from partialnet.export.serving.checks import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
 from partialnet.inference import to_fp16
+from partialnet.memory import check_export_fits
 from partialnet.reparam import reparameterize
 from partialnet.versions import package_versions
 
@@ -167,6 +168,7 @@ def export(
         say(f"warning: {RANDOM_WEIGHTS_NOTE}")
     size = opts.input_size or source.eager.cfg.meta.input_size
     opts = dataclasses.replace(opts, input_size=size, in_chans=source.eager.cfg.in_chans)
+    check_export_fits(source.eager, size, opts.sample_batch)  # --imgsz 8192: refused here
     if eval_data is not None or calibration_data is not None:
         say("reading and preprocessing the image folders")
     inputs = load_inputs(

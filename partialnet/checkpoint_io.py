@@ -249,6 +249,20 @@ def load_weights_into(model: nn.Module, path_or_state: PathLike | Mapping[str, T
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     bad = [k for k in state if k in own and state[k].shape != own[k].shape]
+    # fp16/bf16/fp64 weights are cast to the model's float; integers, bools and complex
+    # numbers where the model holds floats are not weights, and a cast would hide that.
+    kinds = [
+        k
+        for k in state
+        if k in own and own[k].is_floating_point() and not state[k].is_floating_point()
+    ]
+    if kinds:
+        listed = ", ".join(f"{k} is {state[k].dtype}" for k in kinds[:5])
+        more = f" (+{len(kinds) - 5} more)" if kinds[5:] else ""
+        raise CheckpointMismatchError(
+            f"checkpoint tensors of the wrong kind where the model holds floats: {listed}{more}; "
+            "save the trained floating-point weights (fp32, fp16 or bf16)"
+        )
     if missing or unexpected or bad:
         lines = {
             "missing": [f"{k} {tuple(own[k].shape)}" for k in missing],

@@ -28,6 +28,12 @@ PathLike = str | os.PathLike[str]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_CALIBRATION_IMAGES = 300
+# Largest image decoded for a model input of H x W: 64x its pixels (8x per side, a routine
+# downscale), and never less than Pillow's own decompression-bomb warning threshold (89.5
+# MP, 268 MB as RGB), which is above every camera photo up to 80 MP. A 13000 x 13000 PNG
+# (169 MP) for a 224 px model is refused; a 12 MP phone photo is not.
+PIXEL_BUDGET_FACTOR = 64
+PIXEL_BUDGET_FLOOR = 1024 * 1024 * 1024 // 4 // 3
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,41 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _walk(root: Path) -> list[Path]:
-    # The order ImageFolder uses: directories as os.walk yields them sorted, files sorted.
-    found = []
-    for dirpath, _, files in sorted(os.walk(root, followlinks=True)):
-        found.extend(Path(dirpath) / f for f in sorted(files) if _is_image(f))
+def pixel_budget(input_size: Sequence[int]) -> int:
+    """The most pixels an image may have to be decoded for a model of ``input_size``."""
+    h, w = input_size
+    return max(PIXEL_BUDGET_FACTOR * int(h) * int(w), PIXEL_BUDGET_FLOOR)
+
+
+def _walk(root: Path, seen_dirs: set[str] | None = None) -> list[Path]:
+    """Images below ``root`` in the order ImageFolder uses (directories sorted by path,
+    files sorted), following a symbolic link to a directory once: every real directory is
+    walked at most once (``seen_dirs``, shared across calls), so a link back up the tree
+    (``0/loop -> ..``) adds nothing, and every real file is listed once."""
+    seen = set() if seen_dirs is None else seen_dirs
+    pending, listing = [root], []
+    while pending:
+        top = pending.pop()
+        for dirpath, dirnames, files in os.walk(top):  # links to directories: not descended
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            listing.append((dirpath, sorted(f for f in files if _is_image(f))))
+            pending += [
+                os.path.join(dirpath, d)
+                for d in dirnames
+                if os.path.islink(os.path.join(dirpath, d))
+            ]
+    found, files_seen = [], set()
+    for dirpath, files in sorted(listing):
+        for name in files:
+            path = Path(dirpath) / name
+            real = os.path.realpath(path)
+            if real not in files_seen:
+                files_seen.add(real)
+                found.append(path)
     return found
 
 
@@ -84,12 +120,23 @@ def image_files(directory: PathLike) -> list[Path]:
     return found
 
 
-def verify_images(paths: Iterable[PathLike]) -> None:
-    """Open every file and check it without decoding the pixels; name the first bad one."""
+def _check_pixels(path: object, size: tuple[int, int], max_pixels: int | None) -> None:
+    if max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise ImageReadError(
+            f"image {path} is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.0f} MP), above "
+            f"the {max_pixels / 1e6:.0f} MP this model's input size allows: downscale it or "
+            "remove it from the folder"
+        )
+
+
+def verify_images(paths: Iterable[PathLike], max_pixels: int | None = None) -> None:
+    """Open every file and check it without decoding the pixels; name the first bad one.
+    ``max_pixels``: refuse an image larger than that, from its header alone."""
     Image = _pil()
     for path in paths:
         try:
             with Image.open(path) as img:
+                _check_pixels(path, img.size, max_pixels)
                 img.verify()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageReadError(
@@ -97,8 +144,9 @@ def verify_images(paths: Iterable[PathLike]) -> None:
             ) from exc
 
 
-def load_rgb(image: PathLike | Image) -> Image:
-    """A decoded RGB image from a path or a PIL image.
+def load_rgb(image: PathLike | Image, max_pixels: int | None = None) -> Image:
+    """A decoded RGB image from a path or a PIL image; ``max_pixels``: a larger file is
+    refused from its header, before its pixels are decoded.
 
     Grayscale, palette, CMYK and RGBA become RGB by Pillow's ``convert("RGB")`` (alpha is
     dropped, not composited), exactly what torchvision's ImageFolder loader, and so the
@@ -109,6 +157,7 @@ def load_rgb(image: PathLike | Image) -> Image:
         return image if image.mode == "RGB" else image.convert("RGB")
     try:
         with Image.open(image) as img:
+            _check_pixels(image, img.size, max_pixels)
             return img.convert("RGB")  # convert() decodes, so a truncated file fails here
     except FileNotFoundError as exc:
         raise ImageReadError(f"image {image} does not exist: check the path") from exc
@@ -141,8 +190,14 @@ def labelled_folder(
         )
     paths: list[Path] = []
     labels: list[int] = []
+    # The root and every class folder are walked as themselves only: a link into them from
+    # inside a class (a loop, or another class's images) is not followed again.
+    class_dirs = {os.path.realpath(root / name) for name in classes}
+    seen_files: set[str] = set()
     for index, name in enumerate(classes):
-        found = _walk(root / name)
+        seen_dirs = {os.path.realpath(root)} | (class_dirs - {os.path.realpath(root / name)})
+        found = [p for p in _walk(root / name, seen_dirs) if _key(p) not in seen_files]
+        seen_files.update(_key(p) for p in found)
         if not found:
             raise DataError(
                 f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}): "

@@ -28,7 +28,7 @@ import numpy as np
 
 from partialnet.config import ModelMeta, PartialNetConfig
 from partialnet.errors import ConfigError, InputShapeError
-from partialnet.images import load_rgb
+from partialnet.images import load_rgb, pixel_budget
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -122,7 +122,7 @@ def preprocess(image: PathLike | Image, model_or_meta: Any) -> np.ndarray:
     from PIL import Image
 
     meta = model_meta(model_or_meta)
-    img = load_rgb(image)
+    img = load_rgb(image, max_pixels=pixel_budget(meta.input_size))
     mode = _mode(meta)
     if mode == "none" and img.size != (meta.input_size[1], meta.input_size[0]):
         raise InputShapeError(
