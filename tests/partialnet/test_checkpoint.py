@@ -456,3 +456,27 @@ def test_unknown_layout_without_hparams_asks_for_variant(tmp_path: Path) -> None
 def test_foreign_state_dict_is_not_partialnet() -> None:
     with pytest.raises(CheckpointMismatchError, match="not a PartialNet checkpoint"):
         config_from_checkpoint(nn.Linear(4, 2).state_dict(), {}, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.uint8])
+def test_non_float_tensors_where_the_model_holds_floats_are_refused(
+    dtype: torch.dtype, tmp_path: Path, t0_10: nn.Module
+) -> None:
+    state = {k: v.clone() for k, v in t0_10.state_dict().items()}
+    state["head.weight"] = state["head.weight"].to(dtype)  # would be cast silently
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match=f"head.weight is {dtype}"):
+        load_checkpoint(path, variant="t0")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_load_and_are_cast(
+    dtype: torch.dtype, tmp_path: Path, t0_10: nn.Module
+) -> None:
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in t0_10.state_dict().items()}
+    path = tmp_path / "half.pth"
+    torch.save(state, path)
+    model = load_checkpoint(path, variant="t0")
+    assert model.head.weight.dtype == torch.float32
+    assert torch.equal(model.head.weight, state["head.weight"].float())

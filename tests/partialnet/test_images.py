@@ -231,3 +231,57 @@ def test_import_partialnet_loads_no_image_or_dataset_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_symlink_loop_is_not_walked_into(labelled: Path) -> None:
+    # The case: a link from a class folder back to the root. Walked into, it made
+    # 540 images 22,140 with the wrong labels; followed once, it adds nothing.
+    before = labelled_folder(labelled, num_classes=3)
+    (labelled / "ant" / "loop").symlink_to("..")
+    (labelled / "cat" / "nested" / "up").symlink_to("../..")
+    after = labelled_folder(labelled, num_classes=3)
+    assert after.paths == before.paths and after.labels == before.labels
+    assert len(image_files(labelled)) == 7  # the six class images and loose.png, once each
+
+
+def test_a_linked_directory_is_followed_once_and_each_real_image_keeps_its_class(
+    labelled: Path, tmp_path: Path
+) -> None:
+    storage = tmp_path / "storage" / "emus"
+    write_image(storage / "e1.png", 8)
+    write_image(storage / "e2.png", 9)
+    (labelled / "emu").symlink_to(storage)  # a class folder that lives elsewhere: followed
+    (labelled / "emu" / "again").symlink_to(storage)  # ... once
+    (labelled / "ant" / "dogs").symlink_to(labelled / "dog")  # dog's images stay dog's
+    (labelled / "ant" / "same.png").symlink_to(labelled / "ant" / "z.JPG")  # one real image
+    data = labelled_folder(labelled, num_classes=4)
+    by_class = {  # by the real file: a link to an image is the same image
+        c: sorted(p.resolve().name for p, i in zip(data.paths, data.labels, strict=True) if i == n)
+        for n, c in enumerate(data.classes)
+    }
+    assert by_class == {
+        "ant": ["rgba.png", "z.JPG"],
+        "cat": ["x.WebP", "y.bmp"],
+        "dog": ["a.jpeg", "b.PNG"],
+        "emu": ["e1.png", "e2.png"],
+    }
+
+
+def test_images_above_the_pixel_budget_are_refused_from_the_header(tmp_path: Path) -> None:
+    from partialnet.images import PIXEL_BUDGET_FLOOR, pixel_budget
+
+    assert pixel_budget((64, 64)) == PIXEL_BUDGET_FLOOR  # the floor: any camera photo fits
+    assert pixel_budget((2048, 2048)) == 64 * 2048 * 2048  # tied to the input size above it
+    # A 1-bit PNG of 9500 x 9500 (90 MP, ~11 KB on disk): decoding it as RGB would take
+    # 270 MB. The header alone refuses it.
+    big = tmp_path / "bomb.png"
+    Image.new("1", (9500, 9500)).save(big, optimize=True)
+    assert big.stat().st_size < 1 << 20
+    with pytest.raises(ImageReadError) as exc:
+        preprocess(big, _meta())
+    assert "9500x9500" in one_line(exc) and "bomb.png" in one_line(exc)
+    with pytest.raises(ImageReadError):
+        verify_images([big], max_pixels=pixel_budget((64, 64)))
+    ok = tmp_path / "photo.png"
+    Image.new("RGB", (4000, 3000)).save(ok)  # a 12 MP photo is fine for a 64 px model
+    assert preprocess(ok, _meta()).shape == (3, 64, 64)
