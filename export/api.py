@@ -31,6 +31,7 @@ from partialnet.export.builders import (
     check_sdks,
     check_target_options,
 )
+from partialnet.export.cli_errors import exception_chain
 from partialnet.export.commit import Staged, check_names, commit, disk_is_short, scratch_dir
 from partialnet.export.errors import ExportFailure, ParityFailure
 from partialnet.export.existing import earlier_export
@@ -230,7 +231,10 @@ def export(
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
-                _commit_passed(checked, out_dir, scratch, fresh, earlier.remove, opts, say)
+                try:
+                    _commit_passed(checked, out_dir, scratch, fresh, earlier.remove, opts, say)
+                except PartialNetError as exc:  # the target's failure is the news
+                    say(f"      nothing was placed: {exc}")
                 raise
             manifest = _commit_passed(checked, out_dir, scratch, fresh, earlier.remove, opts, say)
             if triton_repo is not None:
@@ -410,16 +414,3 @@ def _planned_names(stem: str, opts: ExportOptions) -> dict[str, bool]:
 def _weight_bytes(ctx: TargetContext) -> int:
     """About what one artifact of this model takes on disk: its weights."""
     return sum(t.numel() * t.element_size() for t in ctx.exported.state_dict().values())
-
-
-def exception_chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception it was raised from or during, each once."""
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        item = todo.pop()
-        if item is None or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        todo += [item.__cause__, item.__context__]
-    return seen

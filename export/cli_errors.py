@@ -77,16 +77,19 @@ def run_guarded(
         return report("failed", f"{type(exc).__name__}: {exc}{hint}", EXIT_FAILED)
 
 
-def _wraps_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised from or during a KeyboardInterrupt."""
-    seen: set[int] = set()
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it was raised from or during, each once."""
+    seen: list[BaseException] = []
     todo: list[BaseException | None] = [exc]
     while todo:
         item = todo.pop()
-        if item is None or id(item) in seen:
+        if item is None or any(item is s for s in seen):
             continue
-        if isinstance(item, KeyboardInterrupt):
-            return True
-        seen.add(id(item))
+        seen.append(item)
         todo += [item.__cause__, item.__context__]
-    return False
+    return seen
+
+
+def _wraps_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised from or during a KeyboardInterrupt."""
+    return any(isinstance(e, KeyboardInterrupt) for e in exception_chain(exc))

@@ -220,6 +220,8 @@ def read_verified_manifest(directory: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
         raise UsageError(f"{path} has no 'artifacts' list")
+    for index, entry in enumerate(manifest["artifacts"]):
+        _check_entry(path, index, entry)
     files = [resolve_artifact(directory, e, i) for i, e in enumerate(manifest["artifacts"])]
     bad = [
         f"{entry['path']} (sha256 differs)"
@@ -229,3 +231,19 @@ def read_verified_manifest(directory: Path) -> dict[str, Any]:
     if bad:
         raise UsageError(f"manifest does not match its files: {', '.join(bad)}")
     return manifest
+
+
+# What a reader needs of every entry, and the JSON type it must have.
+_REQUIRED = {"target": str, "path": str, "precision": str, "input_shape": list, "sha256": str}
+
+
+def _check_entry(manifest: Path, index: int, entry: object) -> None:
+    """A ManifestError naming the entry when it lacks what readers use."""
+    _entry_path(manifest, index, entry)
+    assert isinstance(entry, Mapping)  # _entry_path refused anything else
+    for key, kind in _REQUIRED.items():
+        if not isinstance(entry.get(key), kind):
+            raise ManifestError(
+                f"{manifest}: artifact entry {index} ({entry.get('target')}) has no valid "
+                f"{key!r}: re-export into a new directory"
+            )

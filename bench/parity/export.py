@@ -65,6 +65,7 @@ def export_job(
                 imgsz=chw[1:],
                 verify=False,
                 output_dir=out_dir,
+                replace=True,  # the parity run's own folder: a rerun's model takes it over
                 progress=say,
                 features=spec.features,
                 **shape,

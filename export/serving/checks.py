@@ -52,6 +52,7 @@ def write_triton(
     ov_hint: str,
 ) -> None:
     """A Triton model per placed onnx/openvino/trt artifact (engines: I/O from their ONNX)."""
+    from partialnet.export.manifest import resolve_artifact
     from partialnet.export.serving.triton import write_triton_repository
     from partialnet.export.targets.openvino.convert import ir_xml
 
@@ -62,7 +63,8 @@ def write_triton(
             continue
         if target is Target.ONNX and artifact.details.get("flavour") == "tensorrt":
             continue  # int8: Triton's ONNX Runtime serves the ONNX Runtime flavour
-        path = out_dir / artifact.name
+        # The placed artifact, proved inside the output directory like every reader's.
+        path = resolve_artifact(out_dir, {"target": target.value, "path": artifact.name})
         details = dict(artifact.details)
         if target is Target.OPENVINO:
             path = ir_xml(path)

@@ -103,7 +103,9 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("case", ["escape", "absolute", "fifo", "device-link", "no-path"])
+@pytest.mark.parametrize(
+    "case", ["escape", "absolute", "fifo", "device-link", "no-path", "no-input-shape"]
+)
 def test_bench_and_parity_refuse_bad_entries_with_exit_2(
     case: str, tmp_path: Path, outside: Path
 ) -> None:
@@ -120,8 +122,9 @@ def test_bench_and_parity_refuse_bad_entries_with_exit_2(
         (out / "zero.onnx").symlink_to("/dev/zero")
         entry = _entry("zero.onnx")
     else:
-        entry = _entry("x.onnx")
-        del entry["path"]
+        (out / "x.onnx").write_bytes(b"x")
+        entry = _entry("x.onnx", sha256_path(out / "x.onnx"))
+        del entry["path" if case == "no-path" else "input_shape"]
     _export_dir(tmp_path, [entry])
     for argv in (["--artifacts", str(out)], ["parity", "--artifacts", str(out)]):
         done = _run([*argv, "--output", str(tmp_path / "report")])

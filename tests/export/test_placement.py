@@ -4,8 +4,6 @@ out-of-space export leaves the earlier artifacts and manifest byte-identical."""
 from __future__ import annotations
 
 import errno
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -139,25 +137,6 @@ def test_label_count_must_match_the_classes(tmp_path: Path, capsys) -> None:
     assert cli.main(args) == 2
     assert "2 labels for a model with 1000 classes" in _one_line(capsys.readouterr().err)
     assert not out.exists()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 40 MiB tmpfs where this process may mount one (root on Linux), else None."""
-    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        yield None
-        return
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk_is_one_line_and_keeps_earlier_artifacts(
