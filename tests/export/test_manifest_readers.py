@@ -134,3 +134,35 @@ def test_bench_and_parity_refuse_bad_entries_with_exit_2(
         assert "manifest.json" in lines[0]
     # Refused before anything ran: no report (the commands may create the empty folder).
     assert not list((tmp_path / "report").rglob("*"))
+
+
+def test_resolve_artifact_needs_only_the_standard_library() -> None:
+    # The device check calls it where torch is not installed: its module, and the modules
+    # that module imports from this project, import no third-party package.
+    import ast
+
+    import partialnet.errors
+    import partialnet.export.errors
+    import partialnet.export.files
+    import partialnet.export.manifest
+    import partialnet.files
+
+    modules = [
+        partialnet.export.manifest,
+        partialnet.export.files,
+        partialnet.export.errors,
+        partialnet.errors,
+        partialnet.files,
+    ]
+    for module in modules:
+        tree = ast.parse(Path(module.__file__).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top == "partialnet" or top in sys.stdlib_module_names, (module, name)
