@@ -25,7 +25,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,7 +192,7 @@ def commit(
     scratch: Path,
     items: list[Staged],
     manifest: Manifest,
-    remove: list[Path] = (),  # type: ignore[assignment]
+    remove: Sequence[Path] = (),
 ) -> None:
     """Place ``items`` and ``manifest`` in ``out_dir`` in one step; ``remove``: earlier
     artifacts (resolved inside ``out_dir``) that ``--replace`` drops."""
@@ -221,16 +221,17 @@ def commit(
                     os.replace(final, old)
                 moved.append((final, old, item.staged))
                 os.replace(item.staged, final)
+            taken = {os.path.realpath(m[0]) for m in moved}
             for n, path in enumerate(remove):
-                if path.exists() and all(path != m[0] for m in moved):
+                if path.exists() and os.path.realpath(path) not in taken:
                     os.replace(path, aside / f"removed-{n}-{path.name}")
                     moved.append((path, aside / f"removed-{n}-{path.name}", path))
             os.replace(staged_manifest, out_dir / MANIFEST_NAME)
         except OSError as exc:
             _roll_back(moved)
             raise ExportFailure(describe_os_error(exc, "placing the artifacts", out_dir)) from exc
-    for final, _old, _staged in moved:
-        log.info("placed %s", final)
+    for final, _old, staged in moved:
+        log.info("%s %s", "removed" if staged == final else "placed", final)
 
 
 def _roll_back(moved: list[tuple[Path, Path | None, Path]]) -> None:
