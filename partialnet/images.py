@@ -12,6 +12,7 @@ Pillow is imported inside the functions: ``import partialnet`` needs only torch 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,13 @@ def image_files(directory: PathLike) -> list[Path]:
     return found
 
 
+def _quiet_open(Image: Any, path: object) -> Any:
+    """Image.open without Pillow's decompression-bomb warning: the pixel budget decides."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def _check_pixels(path: object, size: tuple[int, int], max_pixels: int | None) -> None:
     if max_pixels is not None and size[0] * size[1] > max_pixels:
         raise ImageReadError(
@@ -135,7 +143,7 @@ def verify_images(paths: Iterable[PathLike], max_pixels: int | None = None) -> N
     Image = _pil()
     for path in paths:
         try:
-            with Image.open(path) as img:
+            with _quiet_open(Image, path) as img:
                 _check_pixels(path, img.size, max_pixels)
                 img.verify()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -156,7 +164,7 @@ def load_rgb(image: PathLike | Image, max_pixels: int | None = None) -> Image:
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     try:
-        with Image.open(image) as img:
+        with _quiet_open(Image, image) as img:
             _check_pixels(image, img.size, max_pixels)
             return img.convert("RGB")  # convert() decodes, so a truncated file fails here
     except FileNotFoundError as exc:
