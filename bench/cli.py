@@ -30,7 +30,11 @@ from partialnet.export.options import runtime_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
-SUBCOMMANDS = {"parity": "partialnet.bench.parity"}
+SUBCOMMANDS = {
+    "parity": "partialnet.bench.parity",
+    "check": "partialnet.bench.check",
+    "compare": "partialnet.bench.check.fleet",
+}
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
 RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
 PRECISIONS = ("fp32", "fp16", "int8")
