@@ -343,3 +343,70 @@ sys.exit(max(codes))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "c" / "report.json").is_file() and (tmp_path / "l" / "report.json").is_file()
+
+
+# --- a venv without torch: numpy, onnxruntime and the project, as on a device ----------------
+
+DEVICE_DISTRIBUTIONS = ("numpy", "onnxruntime", "flatbuffers", "packaging", "protobuf")
+
+
+def _link_distribution(dist: str, site: Path) -> None:
+    """Symlink a distribution's top-level entries (package, .libs, dist-info) into ``site``:
+    the same files pip would install, without the network."""
+    from importlib import metadata
+
+    files = metadata.files(dist) or []
+    located = metadata.distribution(dist).locate_file("")
+    tops = {f.parts[0] for f in files if f.parts and f.parts[0] not in ("..", "__pycache__")}
+    for top in tops:
+        source = Path(located) / top
+        if source.exists() and not (site / top).exists():
+            (site / top).symlink_to(source)
+
+
+def _install_project(site: Path) -> None:
+    """The project laid out as its wheel installs it (pyproject's package-dir mapping)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    mapping = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package, folder in sorted(mapping["package-dir"].items()):  # parents before children
+        shutil.copytree(root / folder, site / Path(*package.split(".")), ignore=skip)
+
+
+@pytest.mark.device_venv
+def test_device_venv_without_torch_runs_the_check(classifier: Path, tmp_path: Path) -> None:
+    venv, site = tmp_path / "venv", tmp_path / "site"
+    site.mkdir()
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+    for dist in DEVICE_DISTRIBUTIONS:
+        _link_distribution(dist, site)
+    _install_project(site)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(purelib) / "device.pth").write_text(f"{site}\n")
+    script = f"""
+import importlib.util, sys
+assert importlib.util.find_spec("torch") is None and importlib.util.find_spec("PIL") is None
+from partialnet.bench.cli import main
+codes = [
+    main(["check", {str(classifier)!r}, "--output", {str(tmp_path / "c")!r}, "--iterations", "2"]),
+    main(["--artifacts", {str(classifier)!r}, "--output", {str(tmp_path / "l")!r},
+          "--iterations", "2", "--peak-gemm", "0"]),
+]
+assert "torch" not in sys.modules and "PIL" not in sys.modules, "imported on the device path"
+sys.exit(max(codes))
+"""
+    done = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    (row,) = report["artifacts"]
+    assert row["status"] == "pass" and row["same_as_gate"] is True
+    assert report["environment"]["packages"]["torch"] is None
