@@ -57,6 +57,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     for row in report["artifacts"]:
         here = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
+        if (row.get("parity") or {}).get("status") == "simulated":
+            here += " (simulated)"
         cell = batch1(row)
         lat = "-"
         if cell is not None:
