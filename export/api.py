@@ -307,7 +307,9 @@ def _place_reference(staged: Path | None, out_dir: Path) -> dict[str, object] | 
     if staged is None:
         return None
     final = out_dir / staged.name
-    if staged.exists():  # named by content: an identical earlier file may be replaced
+    # Named by content: an earlier file of that name holds the same arrays. It is kept, so
+    # that earlier records' sha256 (the zip's timestamps differ) stay true.
+    if not final.is_file():
         place(staged, final)
     return {"path": final.name, "sha256": sha256_path(final), "bytes": size_bytes(final)}
 

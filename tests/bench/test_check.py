@@ -410,3 +410,19 @@ sys.exit(max(codes))
     (row,) = report["artifacts"]
     assert row["status"] == "pass" and row["same_as_gate"] is True
     assert report["environment"]["packages"]["torch"] is None
+
+
+def test_reexport_into_the_same_directory_keeps_every_record_checkable(
+    classifier: Path, digits_checkpoint: Path, small_val: Path, tmp_path: Path
+) -> None:
+    """The same gate inputs give the same reference name: the earlier file is kept (its
+    zip timestamps, and so its sha256, are the ones earlier records carry)."""
+    from partialnet.bench.check.plan import plan
+
+    directory = _copy(classifier, tmp_path)
+    before = {p.name: p.read_bytes() for p in directory.glob("reference-*.npz")}
+    _export(directory, digits_checkpoint, "--eval-data", str(small_val))
+    after = {p.name: p.read_bytes() for p in directory.glob("reference-*.npz")}
+    assert after == before
+    _, items = plan(directory)
+    assert len(items) == 1
