@@ -7,6 +7,9 @@ import datetime as _dt
 import os
 import platform
 import shlex
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,12 +25,15 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def core_counts() -> dict[str, int | None]:
-    import psutil
-
+    """Cores; psutil (the [bench] extra) tells physical ones, a bare device leaves it None."""
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count()
+    try:
+        import psutil
+    except ImportError:
+        return {"physical_cores": None, "logical_cores": os.cpu_count(), "usable_cores": usable}
     return {
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(logical=True),
@@ -36,13 +42,34 @@ def core_counts() -> dict[str, int | None]:
 
 
 def thread_settings(threads: int | None) -> dict[str, Any]:
-    import torch
-
+    """torch's thread count only where torch is already loaded: a device check never
+    imports it."""
+    torch = sys.modules.get("torch")
     return {
         "requested": threads,
-        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_threads": torch.get_num_threads() if torch is not None else None,
         "env": {var: os.environ.get(var) for var in THREAD_ENV_VARS},
     }
+
+
+def gpus() -> list[dict[str, str]]:
+    """NVIDIA GPUs as nvidia-smi lists them (name, driver, memory); empty where there is none."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    query = "--query-gpu=name,driver_version,memory.total,compute_cap"
+    try:
+        out = subprocess.run(
+            [smi, query, "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    keys = ("name", "driver", "memory", "compute_capability")
+    return [
+        dict(zip(keys, (v.strip() for v in line.split(",")), strict=False))
+        for line in out.stdout.splitlines()
+        if line.strip()
+    ]
 
 
 def collect_environment(threads: int | None, argv: list[str] | None = None) -> dict[str, Any]:

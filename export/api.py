@@ -38,7 +38,8 @@ from partialnet.export.files import (
     size_bytes,
 )
 from partialnet.export.gate.inputs import load_inputs
-from partialnet.export.gate.parity import run_parity, unverified
+from partialnet.export.gate.parity import reference_outputs, rule_record, run_parity, unverified
+from partialnet.export.gate.reference import write_reference
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
@@ -203,6 +204,7 @@ def export(
                 gate_images=inputs.gate,
                 calibration=inputs.calibration,
             )
+            refs = _write_reference(ctx, reference, inputs.record) if opts.verify else None
             try:
                 for index, target in enumerate(opts.targets, 1):
                     say(f"[{index}/{len(opts.targets)}] {target.value}: exporting")
@@ -214,9 +216,9 @@ def export(
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
-                _place_passed(checked, out_dir, source, opts, say, data)
+                _place_passed(checked, out_dir, source, opts, say, data, refs)
                 raise
-            manifest = _place_passed(checked, out_dir, source, opts, say, data)
+            manifest = _place_passed(checked, out_dir, source, opts, say, data, refs)
             if triton_repo is not None:
                 placed = [(c.built, c.passed) for c in checked]
                 write_triton(
@@ -286,6 +288,36 @@ def _verify(
     return record
 
 
+def _write_reference(ctx: TargetContext, reference: _Reference, record: dict[str, object]) -> Path:
+    """The gate's inputs, the eager outputs on them and the rule, in scratch (placed with
+    the first artifact). The outputs are computed here, in the batches the gate feeds, and
+    cached: the gate's own comparisons reuse them."""
+    opts = ctx.options
+    features = ctx.inference.feature_norms is not None
+    outputs = reference_outputs(reference, ctx.gate_images, opts.sample_batch)
+    return write_reference(
+        ctx.scratch,
+        ctx.gate_images,
+        outputs,
+        precision=opts.precision.value,
+        batch=opts.sample_batch,
+        preprocessing=record["preprocessing"],  # type: ignore[arg-type]
+        rule=rule_record(opts.precision, features),
+    )
+
+
+def _place_reference(staged: Path | None, out_dir: Path) -> dict[str, object] | None:
+    """Move the reference beside the artifacts once; its record for every artifact."""
+    if staged is None:
+        return None
+    final = out_dir / staged.name
+    # Named by content: an earlier file of that name holds the same arrays. It is kept, so
+    # that earlier records' sha256 (the zip's timestamps differ) stay true.
+    if not final.is_file():
+        place(staged, final)
+    return {"path": final.name, "sha256": sha256_path(final), "bytes": size_bytes(final)}
+
+
 def _record(item: _Checked, sha256: str, size: int, opts: ExportOptions) -> ArtifactRecord:
     return ArtifactRecord(
         target=item.built.target.value,
@@ -310,19 +342,25 @@ def _place_passed(
     opts: ExportOptions,
     say: Progress,
     data: dict[str, object],
+    reference: Path | None = None,
 ) -> Manifest:
     """Move every artifact that passed (or cannot be verified here) into place, recording
-    each in the manifest as soon as it is there."""
+    each in the manifest as soon as it is there, with the reference the gate used."""
     manifest = _start_manifest(out_dir, source, opts)
     manifest.data = data
+    placed_reference: dict[str, object] | None = None
     for item in checked:
         if not item.passed:
             continue
         final = out_dir / item.built.name
         sha, size = sha256_path(item.built.staged), size_bytes(item.built.staged)
         try:
+            if placed_reference is None and reference is not None:
+                placed_reference = _place_reference(reference, out_dir)
             place(item.built.staged, final)
-            manifest.add(_record(item, sha, size, opts))
+            record = _record(item, sha, size, opts)
+            record.reference = placed_reference  # None with --no-verify
+            manifest.add(record)
             manifest.write(out_dir)
         except OSError as exc:
             raise ExportFailure(

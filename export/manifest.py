@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from partialnet.errors import UsageError
 from partialnet.export.files import atomic_file
 
 MANIFEST_NAME = "manifest.json"
@@ -27,6 +30,9 @@ class ArtifactRecord:
     details: dict[str, Any] = field(default_factory=dict)
     # With labelled eval images: dataset, images, top1, top5, reference_top1, top1_agreement.
     accuracy: dict[str, Any] | None = None
+    # The gate's inputs, eager outputs and rule (partialnet.export.gate.reference): path
+    # (relative, beside the artifact), sha256, bytes. None: exported with --no-verify.
+    reference: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -92,7 +98,6 @@ def load_manifest(directory: Path) -> Manifest | None:
 def read_verified_manifest(directory: Path) -> dict[str, Any]:
     """manifest.json of an export directory as a dict, once every file it lists exists with
     its recorded sha256; otherwise a one-line UsageError saying what does not match."""
-    from partialnet.errors import UsageError
     from partialnet.export.files import sha256_path
 
     if not directory.is_dir():
@@ -118,3 +123,29 @@ def read_verified_manifest(directory: Path) -> dict[str, Any]:
     if bad:
         raise UsageError(f"manifest does not match its files: {', '.join(bad)}")
     return manifest
+
+
+def resolve_artifact(directory: Path, entry: Mapping[str, Any] | ArtifactRecord) -> Path:
+    """The file or directory a manifest entry's ``path`` names, proved to lie inside
+    ``directory``; a one-line UsageError (exit 2) for a missing, absolute, ``..`` or
+    symlinked-out path. Standard library only: the device check runs it without torch.
+
+    (Minimal version for the device check; issue 18 writes the complete one.)
+    """
+    root = Path(directory)
+    raw = entry.get("path") if isinstance(entry, Mapping) else entry.path
+    where = root / MANIFEST_NAME
+    if not isinstance(raw, str) or not raw.strip():
+        raise UsageError(f"{where} has an entry without a 'path': re-export")
+    rel = PurePosixPath(raw.replace("\\", "/"))
+    if rel.is_absolute() or PureWindowsPath(raw).drive or ".." in rel.parts:
+        raise UsageError(
+            f"{where} lists {raw!r}, which is not a path inside {root}: a manifest may name "
+            "only files in its own directory"
+        )
+    real_root, real = os.path.realpath(root), os.path.realpath(root / rel)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise UsageError(f"{where} lists {raw!r}, which leads out of {root} (a symbolic link)")
+    if not os.path.exists(real):
+        raise UsageError(f"{where} lists {raw!r}, which is missing from {root}")
+    return root / rel
