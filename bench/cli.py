@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.util
 import sys
 import tempfile
 from collections.abc import Callable
@@ -30,7 +31,11 @@ from partialnet.export.options import runtime_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
-SUBCOMMANDS = {"parity": "partialnet.bench.parity"}
+SUBCOMMANDS = {
+    "parity": "partialnet.bench.parity",
+    "check": "partialnet.bench.check",
+    "compare": "partialnet.bench.check.fleet",
+}
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
 RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -138,7 +143,12 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any) -> list[Job]:
+def _jobs(
+    args: argparse.Namespace,
+    manifest: dict[str, Any] | None,
+    model: Any,
+    no_model: str | None = None,
+) -> list[Job]:
     """One job per requested runtime, or per matching artifact with --artifacts."""
     entries = manifest["artifacts"] if manifest else []
     if entries:
@@ -151,6 +161,7 @@ def _jobs(args: argparse.Namespace, manifest: dict[str, Any] | None, model: Any)
     for name in names:
         if name in ("torch", TORCH_INFERENCE):
             why = None if model else f"{manifest and manifest.get('variant')!r} is not a variant"
+            why = no_model or why
             jobs.append(Job(name, chw, artifact=model, skip=why))
         elif manifest is None:  # exported when its turn comes, one precision at a time
             jobs += [Job(name, chw, precision) for precision in args.precisions]
@@ -287,17 +298,22 @@ def _latency(argv: list[str]) -> int:
 
     manifest = read_verified_manifest(args.artifacts) if args.artifacts else None
     variant = str(manifest.get("variant")) if manifest else args.variant
-    try:
-        model = partialnet.create_model(variant).eval()
-        variant = model.cfg.name
-    except UsageError:
-        if manifest is None:
-            raise
-        model = None  # not a registered variant: no torch runs, no FLOP count
+    no_model = None
+    if manifest is not None and importlib.util.find_spec("torch") is None:
+        # A device install (numpy and one runtime): the artifacts alone are timed.
+        model, no_model = None, "torch is not installed here"
+    else:
+        try:
+            model = partialnet.create_model(variant).eval()
+            variant = model.cfg.name
+        except UsageError:
+            if manifest is None:
+                raise
+            model = None  # not a registered variant: no torch runs, no FLOP count
     available_runtimes, open_runner = _registry()
     env = collect_environment(args.threads, [PROG, *argv])
     peaks, progress = PeakGemm(args.threads, size=args.peak_gemm), ProgressLine()
-    jobs = _jobs(args, manifest, model)
+    jobs = _jobs(args, manifest, model, no_model)
     hw = jobs[0].input_chw[1:] if jobs else (224, 224)
     flops = 2 * partialnet.complexity(model, hw).macs if model is not None else None
     availability = available_runtimes()
@@ -313,9 +329,12 @@ def _latency(argv: list[str]) -> int:
     env.update(timing=timing, clock="time.perf_counter around each infer", memory=PeakMemory.NOTE)
     report = {"environment": env, "results": run.results}
     write_report(report, args.output)
-    plot_latency(run.samples, args.output / "latency.png")
-    plot_throughput(run.results, args.output / "throughput.png")
-    print(f"wrote report.json, report.md, latency.png, throughput.png to {args.output}")
+    if importlib.util.find_spec("matplotlib") is None:  # a device install: tables only
+        print(f"wrote report.json, report.md to {args.output} (no plots: matplotlib missing)")
+    else:
+        plot_latency(run.samples, args.output / "latency.png")
+        plot_throughput(run.results, args.output / "throughput.png")
+        print(f"wrote report.json, report.md, latency.png, throughput.png to {args.output}")
     if other is not None:
         comparison = compare_reports(report, other)
         print(format_comparison(comparison, str(args.output), str(args.compare)), end="")

@@ -7,6 +7,9 @@ import datetime as _dt
 import os
 import platform
 import shlex
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,73 +18,22 @@ from typing import Any
 
 import numpy as np
 
+from partialnet.machine import cpu_isa, cpu_model, isa_summary
 from partialnet.versions import package_versions
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def cpu_model() -> str:
-    """'model name' from /proc/cpuinfo, else platform.processor(), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# The instruction-set extensions that change what a runtime computes and how fast: VNNI for
-# int8 dot products, BF16/AMX for OpenVINO's default bf16, AVX512_FP16 for native fp16.
-ISA_FLAGS = (
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-)
-
-
-def cpu_isa() -> list[str]:
-    """The ISA_FLAGS this CPU has (from /proc/cpuinfo's flags; empty where unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [name for name in ISA_FLAGS if name in flags]
-    except OSError:
-        pass
-    return []
-
-
-def isa_summary(flags: list[str] | None = None) -> str:
-    """'AMX', 'AVX-512 VNNI+BF16', 'AVX2' ...: the highest tier, as figures are quoted."""
-    have = set(cpu_isa() if flags is None else flags)
-    if "amx_tile" in have:
-        return "AMX"
-    if "avx512f" in have:
-        extras = [n for f, n in (("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16")) if f in have]
-        return "AVX-512" + (" " + "+".join(extras) if extras else "")
-    if "avx2" in have:
-        return "AVX2" + (" VNNI" if "avx_vnni" in have else "")
-    return "unknown"
-
-
 def core_counts() -> dict[str, int | None]:
-    import psutil
-
+    """Cores; psutil (the [bench] extra) tells physical ones, a bare device leaves it None."""
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count()
+    try:
+        import psutil
+    except ImportError:
+        return {"physical_cores": None, "logical_cores": os.cpu_count(), "usable_cores": usable}
     return {
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(logical=True),
@@ -90,13 +42,34 @@ def core_counts() -> dict[str, int | None]:
 
 
 def thread_settings(threads: int | None) -> dict[str, Any]:
-    import torch
-
+    """torch's thread count only where torch is already loaded: a device check never
+    imports it."""
+    torch = sys.modules.get("torch")
     return {
         "requested": threads,
-        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_threads": torch.get_num_threads() if torch is not None else None,
         "env": {var: os.environ.get(var) for var in THREAD_ENV_VARS},
     }
+
+
+def gpus() -> list[dict[str, str]]:
+    """NVIDIA GPUs as nvidia-smi lists them (name, driver, memory); empty where there is none."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    query = "--query-gpu=name,driver_version,memory.total,compute_cap"
+    try:
+        out = subprocess.run(
+            [smi, query, "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    keys = ("name", "driver", "memory", "compute_capability")
+    return [
+        dict(zip(keys, (v.strip() for v in line.split(",")), strict=False))
+        for line in out.stdout.splitlines()
+        if line.strip()
+    ]
 
 
 def collect_environment(threads: int | None, argv: list[str] | None = None) -> dict[str, Any]:

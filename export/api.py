@@ -34,7 +34,7 @@ from partialnet.export.builders import (
 from partialnet.export.cli_errors import exception_chain
 from partialnet.export.commit import Staged, check_names, commit, disk_is_short, scratch_dir
 from partialnet.export.errors import ExportFailure, ParityFailure
-from partialnet.export.existing import earlier_export
+from partialnet.export.existing import Earlier, earlier_export
 from partialnet.export.files import (
     describe_os_error,
     prepare_output_dir,
@@ -42,7 +42,8 @@ from partialnet.export.files import (
     size_bytes,
 )
 from partialnet.export.gate.inputs import load_inputs
-from partialnet.export.gate.parity import run_parity, unverified
+from partialnet.export.gate.parity import reference_outputs, rule_record, run_parity, unverified
+from partialnet.export.gate.reference import write_reference
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
@@ -59,6 +60,7 @@ from partialnet.export.options import (
 from partialnet.export.serving.checks import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
 from partialnet.inference import to_fp16
+from partialnet.machine import cpu_isa, cpu_model, isa_summary
 from partialnet.memory import check_export_fits
 from partialnet.reparam import reparameterize
 from partialnet.versions import package_versions
@@ -220,6 +222,7 @@ def export(
                 gate_images=inputs.gate,
                 calibration=inputs.calibration,
             )
+            refs = _write_reference(ctx, reference, inputs.record) if opts.verify else None
             try:
                 for index, target in enumerate(opts.targets, 1):
                     say(f"[{index}/{len(opts.targets)}] {target.value}: exporting")
@@ -232,11 +235,11 @@ def export(
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
                 try:
-                    _commit_passed(checked, out_dir, scratch, fresh, earlier.remove, opts, say)
+                    _commit_passed(checked, out_dir, scratch, fresh, earlier, refs, opts, say)
                 except PartialNetError as exc:  # the target's failure is the news
                     say(f"      nothing was placed: {exc}")
                 raise
-            manifest = _commit_passed(checked, out_dir, scratch, fresh, earlier.remove, opts, say)
+            manifest = _commit_passed(checked, out_dir, scratch, fresh, earlier, refs, opts, say)
             if triton_repo is not None:
                 placed = [(c.built, c.passed) for c in checked]
                 write_triton(
@@ -307,11 +310,48 @@ def _verify(
             f"{first}); nothing was placed for it"
         ) from exc
     record = result.to_dict()
+    # What the verdict was measured on: int8 kernels (VNNI or not) and OpenVINO's bf16 differ
+    # by CPU, so a pass holds for this ISA; another device re-checks with the reference.
+    record["machine"] = {"cpu": cpu_model(), "isa": isa_summary(), "flags": cpu_isa()}
     if simulated:  # the MIL interpreter: checks the program, not an Apple device's arithmetic
         record["status"] = "simulated"
         record["simulated_by"] = SIMULATED_BY
     say(f"      {target}: parity {'(simulated) ' if simulated else ''}{result.summary()}")
     return record
+
+
+def _write_reference(ctx: TargetContext, reference: _Reference, record: dict[str, object]) -> Path:
+    """The gate's inputs, the eager outputs on them and the rule, in scratch (placed with
+    the first artifact). The outputs are computed here, in the batches the gate feeds, and
+    cached: the gate's own comparisons reuse them."""
+    opts = ctx.options
+    features = ctx.inference.feature_norms is not None
+    outputs = reference_outputs(reference, ctx.gate_images, opts.sample_batch)
+    return write_reference(
+        ctx.scratch,
+        ctx.gate_images,
+        outputs,
+        precision=opts.precision.value,
+        batch=opts.sample_batch,
+        preprocessing=record["preprocessing"],  # type: ignore[arg-type]
+        rule=rule_record(opts.precision, features),
+    )
+
+
+def _reference_record(staged: Path | None, out_dir: Path) -> tuple[dict[str, object], bool]:
+    """The reference's record for every artifact, and whether the commit must place it.
+
+    Named by content: an earlier file of that name holds the same arrays. It is kept, so
+    that earlier records' sha256 (the zip's timestamps differ) stay true."""
+    assert staged is not None
+    final = out_dir / staged.name
+    kept = final.is_file()
+    source = final if kept else staged
+    return {
+        "path": staged.name,
+        "sha256": sha256_path(source),
+        "bytes": size_bytes(source),
+    }, not kept
 
 
 def _record(item: _Checked, sha256: str, size: int, opts: ExportOptions) -> ArtifactRecord:
@@ -336,21 +376,31 @@ def _commit_passed(
     out_dir: Path,
     scratch: Path,
     manifest: Manifest,
-    remove: list[Path],
+    earlier: Earlier,
+    reference: Path | None,
     opts: ExportOptions,
     say: Progress,
 ) -> Manifest:
-    """Place every artifact that passed (or cannot be verified here) and the manifest
-    listing them with the earlier records, in one step; nothing when none passed."""
+    """Place every artifact that passed (or cannot be verified here), the gate's reference
+    and the manifest listing them with the earlier records, in one step; nothing when none
+    passed. A reference no record names any more is removed in the same step."""
     passed = [item for item in checked if item.passed]
     if not passed:
         return load_manifest(out_dir) or manifest
+    items = [Staged(i.built.staged, i.built.name) for i in passed]
+    ref_record: dict[str, object] | None = None
+    if reference is not None:
+        ref_record, place_it = _reference_record(reference, out_dir)
+        if place_it:
+            items.append(Staged(reference, reference.name))
     for item in passed:
         staged = item.built.staged
-        manifest.add(_record(item, sha256_path(staged), size_bytes(staged), opts))
-    commit(
-        out_dir, scratch, [Staged(i.built.staged, i.built.name) for i in passed], manifest, remove
-    )
+        record = _record(item, sha256_path(staged), size_bytes(staged), opts)
+        record.reference = ref_record  # None with --no-verify
+        manifest.add(record)
+    listed = {str(r.reference["path"]) for r in manifest.artifacts if r.reference}
+    orphans = [p for name, p in earlier.references.items() if name not in listed]
+    commit(out_dir, scratch, items, manifest, [*earlier.remove, *orphans])
     for item in passed:
         say(f"      {item.built.target.value}: placed {out_dir / item.built.name}")
     return manifest

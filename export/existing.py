@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Earlier:
-    """Records kept in the new manifest, and files the commit removes (``--replace``)."""
+    """Records kept in the new manifest, files the commit removes (``--replace``), and the
+    gate references the kept records name (removed once no record names them)."""
 
     keep: list[ArtifactRecord] = field(default_factory=list)
     remove: list[Path] = field(default_factory=list)
+    references: dict[str, Path] = field(default_factory=dict)
 
 
 def describe_model(manifest: Manifest) -> str:
@@ -41,15 +43,26 @@ def describe_model(manifest: Manifest) -> str:
 
 
 def _resolvable(out_dir: Path, records: list[ArtifactRecord]) -> list[tuple[ArtifactRecord, Path]]:
-    """Records whose file is in ``out_dir``; others (missing, or pointing out of it) are
-    dropped from the new manifest and never touched."""
+    """Records whose file (and reference, if any) is in ``out_dir``; others (missing, or
+    pointing out of it) are dropped from the new manifest and never touched."""
     found = []
     for record in records:
         try:
-            found.append((record, resolve_artifact(out_dir, record)))
+            path = resolve_artifact(out_dir, record)
+            if record.reference:
+                resolve_artifact(out_dir, record.reference)
+            found.append((record, path))
         except ManifestError as exc:
             log.warning("dropping a manifest record: %s", exc)
     return found
+
+
+def _references(out_dir: Path, records: list[ArtifactRecord]) -> dict[str, Path]:
+    return {
+        str(r.reference["path"]): resolve_artifact(out_dir, r.reference)
+        for r in records
+        if r.reference
+    }
 
 
 def earlier_export(out_dir: Path, fresh: Manifest, replace: bool) -> Earlier:
@@ -64,10 +77,13 @@ def earlier_export(out_dir: Path, fresh: Manifest, replace: bool) -> Earlier:
             return Earlier()
         raise OutputPathError(f"{exc}; {hint}") from exc
     if earlier.identity == fresh.identity:
-        return Earlier(keep=[r for r, _ in _resolvable(out_dir, earlier.artifacts)])
+        keep = [r for r, _ in _resolvable(out_dir, earlier.artifacts)]
+        return Earlier(keep=keep, references=_references(out_dir, keep))
     if not replace:
         raise OutputPathError(
             f"{out_dir} holds an export of another model ({describe_model(earlier)}, this one "
             f"is {describe_model(fresh)}): {hint}"
         )
-    return Earlier(remove=[path for _, path in _resolvable(out_dir, earlier.artifacts)])
+    found = _resolvable(out_dir, earlier.artifacts)
+    references = _references(out_dir, [r for r, _ in found])
+    return Earlier(remove=[path for _, path in found] + list(references.values()))

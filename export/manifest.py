@@ -31,6 +31,9 @@ class ArtifactRecord:
     details: dict[str, Any] = field(default_factory=dict)
     # With labelled eval images: dataset, images, top1, top5, reference_top1, top1_agreement.
     accuracy: dict[str, Any] | None = None
+    # The gate's inputs, eager outputs and rule (partialnet.export.gate.reference): path
+    # (relative, beside the artifact), sha256, bytes. None: exported with --no-verify.
+    reference: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.errors import UsageError
-from partialnet.reparam import validate_input_size
 from partialnet.runtimes.base import Runtime
 
 
@@ -121,6 +120,8 @@ def parse_imgsz(text: str | int | tuple[int, int] | None) -> tuple[int, int] | N
         size = (parts[0], parts[0]) if len(parts) == 1 else tuple(parts)
     else:
         size = text
+    from partialnet.reparam import validate_input_size  # torch: only the export side parses sizes
+
     return validate_input_size(size)  # type: ignore[arg-type]
 
 

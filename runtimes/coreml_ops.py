@@ -14,7 +14,8 @@ fp16 tensors between ops; inside an op the arithmetic is float32:
 
 Apple's CPU, GPU and Neural Engine choose their own accumulation (the Neural Engine is
 fp16 throughout, the GPU may accumulate in fp16): this approximates, not reproduces, a
-device. ``erfc`` (for ``gelu`` EXACT) comes from torch, a required dependency of the project.
+device. ``erfc`` (for ``gelu`` EXACT) comes from torch, or from ``math`` where torch is not
+installed (a device check).
 """
 
 from __future__ import annotations
@@ -82,8 +83,12 @@ CAST_DTYPES = {
 
 
 def _erfc(x: np.ndarray) -> np.ndarray:
-    import torch
+    try:
+        import torch
+    except ImportError:  # a device without torch: the standard library's, element by element
+        import math
 
+        return np.frompyfunc(math.erfc, 1, 1)(x.astype(np.float64)).astype(x.dtype)
     return torch.special.erfc(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 

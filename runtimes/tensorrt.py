@@ -45,8 +45,13 @@ def tensorrt_unavailable_reason() -> str | None:
 
 
 def _gpu_reason() -> str | None:
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return (
+            "the TensorRT runner moves tensors with torch's CUDA, and torch is not installed: "
+            "pip install torch (on a Jetson: NVIDIA's JetPack wheel)"
+        )
     if not torch.cuda.is_available():
         build = "" if torch.version.cuda else "; this torch is a CPU-only build"
         return (

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.bench.environment import PeakGemm, cpu_model, isa_summary
+from partialnet.bench.environment import PeakGemm
 from partialnet.bench.perf.baseline import export_eager_onnx
 from partialnet.bench.perf.measure import measure
 from partialnet.export import export
+from partialnet.machine import cpu_model, isa_summary
 from partialnet.runtimes import open_runner
 
 CPU_RUNTIMES = ("onnxruntime", "openvino")

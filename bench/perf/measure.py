@@ -108,20 +108,27 @@ def measure(
 
 
 def current_rss_mb() -> float:
-    import psutil
-
+    """This process's resident set (MB): psutil where installed, else /proc (Linux)."""
+    try:
+        import psutil
+    except ImportError:  # a bare device: numpy and one runtime
+        return _read_status_mb("VmRSS:") or 0.0
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _read_vmhwm_mb() -> float | None:
+def _read_status_mb(field: str) -> float | None:
     try:
         with open(_STATUS) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024  # kB
     except OSError:
         return None
     return None
+
+
+def _read_vmhwm_mb() -> float | None:
+    return _read_status_mb("VmHWM:")
 
 
 def _reset_vmhwm() -> bool:

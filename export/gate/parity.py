@@ -271,20 +271,73 @@ def run_parity(
     A fixed-batch candidate gets its last batch padded with zeros whose outputs are dropped.
     """
     lo, hi = batch_range or (batch, batch)
-    refs_list = [reference(x) for x in data.batches(max(lo, min(batch, hi)))]
+    refs = reference_outputs(reference, data, max(lo, min(batch, hi)))
     outs = infer_in_batches(candidate, data.images, batch, (lo, hi))
-    if isinstance(outs, dict):
-        refs_all = {k: np.concatenate([r[k] for r in refs_list]) for k in refs_list[0]}
-        return compare_outputs(refs_all, outs, precision, inputs=data.source)
-    refs = np.concatenate(refs_list)
+    return judge(refs, outs, precision, data)
+
+
+def reference_outputs(
+    reference: Callable[[np.ndarray], np.ndarray | dict[str, np.ndarray]],
+    data: GateImages,
+    step: int,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """The reference's outputs on every image, computed ``step`` images at a time."""
+    refs_list = [reference(x) for x in data.batches(step)]
+    if isinstance(refs_list[0], dict):
+        return {k: np.concatenate([r[k] for r in refs_list]) for k in refs_list[0]}
+    return np.concatenate(refs_list)
+
+
+def judge(
+    reference: np.ndarray | dict[str, np.ndarray],
+    candidate: np.ndarray | dict[str, np.ndarray],
+    precision: Precision,
+    data: GateImages,
+) -> ParityResult:
+    """The gate's verdict on outputs already computed: the export gate and the device check
+    (``partialnet-bench check``, from the export's reference file) both end here."""
+    if isinstance(candidate, dict):
+        if not isinstance(reference, dict):
+            raise ValueError("a backbone's outputs need the reference's named outputs")
+        return compare_outputs(reference, candidate, precision, inputs=data.source)
+    if isinstance(reference, dict):
+        raise ValueError("a classifier's logits need the reference's logits, not named maps")
     return compare(
-        refs,
-        outs,
+        reference,
+        candidate,
         precision,
         labels=data.labels,
         inputs=data.source,
         dataset=data.dataset,
     )
+
+
+def rule_record(precision: Precision, features: bool) -> dict[str, object]:
+    """The rule ``compare`` applies to ``precision``, with its thresholds, for the record."""
+    if precision is Precision.FP32:
+        text = "max|diff| <= max_rel x max|ref| and pooled cosine >= min_cosine"
+        limits: dict[str, float] = {"max_rel": FP32_MAX_REL, "min_cosine": FP32_MIN_COSINE}
+    elif features:
+        floor = INT8_MIN_IMAGE_COSINE if precision is Precision.INT8 else FP16_MIN_COSINE
+        text = "every output's per-image cosine >= min_image_cosine"
+        limits = {"min_image_cosine": floor}
+    elif precision is Precision.INT8:
+        text = (
+            "with labels: top-1 accuracy drop <= max_top1_drop; else strict top-1 agreement "
+            ">= min_top1 and every image's cosine >= min_image_cosine"
+        )
+        limits = {
+            "max_top1_drop": INT8_MAX_TOP1_DROP,
+            "min_top1": INT8_MIN_TOP1,
+            "min_image_cosine": INT8_MIN_IMAGE_COSINE,
+        }
+    else:
+        text = (
+            "pooled and per-image cosine >= min_cosine; top-1 agreement (flips within the "
+            "measured error count) >= ceil(min_top1 x images)"
+        )
+        limits = {"min_cosine": FP16_MIN_COSINE, "min_top1": FP16_MIN_TOP1}
+    return {"precision": precision.value, "features": features, "rule": text, "limits": limits}
 
 
 def compare_outputs(

@@ -1,0 +1,147 @@
+"""One artifact on this device: the gate repeated from its reference, then its latency.
+
+The parity figures come from the export gate's own code (``infer_in_batches`` and
+``judge`` in ``partialnet.export.gate.parity``), on the reference's inputs in the gate's
+batches: on the export machine they equal the manifest's record. Timing reuses the bench's
+loop (``measure_runner``): batch 1 (p50/p90/p99) and the export's batch range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from partialnet.bench.check.plan import Planned
+from partialnet.bench.perf.measure import ProgressLine, measure_runner
+from partialnet.export.gate.parity import ParityResult, infer_in_batches, judge
+from partialnet.export.gate.reference import Reference
+from partialnet.export.options import Precision, runtime_of
+
+# The figures that must equal the gate's on the export machine (the rest is description).
+PARITY_FIGURES = (
+    "max_abs",
+    "max_rel",
+    "cosine",
+    "min_image_cosine",
+    "top1_agreement",
+    "top1_agreement_lenient",
+    "images",
+    "passed",
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: int
+    iterations: int | None
+    duration: float | None
+
+
+def runner_options(entry: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    """The runner as the export gate opened it (OpenVINO at the artifact's own precision,
+    TensorRT with the recorded flavour), with this device's thread count."""
+    runtime = runtime_of(entry["target"])
+    options: dict[str, Any] = {"threads": threads} if threads else {}
+    if runtime == "openvino":
+        options["precision"] = "fp16" if entry.get("precision") == "fp16" else "fp32"
+    details = entry.get("details") or {}
+    if runtime == "tensorrt" and details.get("flavour"):
+        options["flavour"] = details["flavour"]
+    return options
+
+
+def timing_batches(entry: dict[str, Any], batch_range: tuple[int, int]) -> list[int]:
+    """Batch 1 where the artifact takes it, then the export's batch range (min, opt, max)."""
+    dynamic = entry.get("dynamic_batch")
+    shape = entry.get("input_shape") or [1]
+    wanted = [1, *(dynamic or [int(shape[0])])]
+    lo, hi = batch_range
+    return sorted({b for b in wanted if lo <= b <= hi}) or [lo]
+
+
+def gate_verdict(entry: dict[str, Any]) -> str:
+    """What the export machine said: pass, fail, or unverified (it could not run it)."""
+    parity = entry.get("parity") or {}
+    if "passed" not in parity:
+        return "unverified"
+    return "pass" if parity["passed"] else "fail"
+
+
+def same_as_gate(result: ParityResult, entry: dict[str, Any]) -> bool | None:
+    """Whether every figure equals the manifest's (None: the gate did not run it)."""
+    gate = entry.get("parity") or {}
+    if "passed" not in gate:
+        return None
+    mine = result.to_dict()
+    return all(mine.get(k) == gate.get(k) for k in PARITY_FIGURES)
+
+
+def check_artifact(
+    item: Planned,
+    reference: Reference,
+    open_runner: Any,
+    threads: int | None,
+    timing: Timing,
+    progress: ProgressLine | None = None,
+) -> dict[str, Any]:
+    """Open the artifact's runner, repeat the gate, time it; the row of the report."""
+    entry = item.entry
+    row = base_row(item)
+    runtime = row["runtime"]
+    with open_runner(runtime, item.path, **runner_options(entry, threads)) as runner:
+        info = runner.info()
+        infer = runner.infer_all if reference.features else runner.infer
+        outs = infer_in_batches(infer, reference.gate.images, reference.batch, info.batch_range)
+        result = judge(reference.expected(), outs, Precision(entry["precision"]), reference.gate)
+        simulated = bool(info.extra.get("simulated"))
+        row.update(
+            status="pass" if result.passed else "fail",
+            parity=result.to_dict() | ({"status": "simulated"} if simulated else {}),
+            same_as_gate=same_as_gate(result, entry),
+            runner=info.to_dict(),
+            computed_in=info.precision,
+        )
+        if simulated:  # a numpy interpreter's speed says nothing about an Apple device
+            row["timing_skipped"] = "simulated CoreML (MIL interpreter): no device latency"
+            return row
+        cells = []
+        chw = tuple(entry["input_shape"][1:])
+        for cell in measure_runner(
+            runner,
+            timing_batches(entry, info.batch_range),
+            chw,
+            progress,
+            f"{runtime} {item.name}",
+            warmup=timing.warmup,
+            iterations=timing.iterations,
+            duration=timing.duration,
+        ):
+            if cell.measurement is None:
+                cells.append({"batch": cell.batch, "skipped": cell.skipped})
+                continue
+            m = cell.measurement
+            cells.append(
+                {
+                    "batch": cell.batch,
+                    "latency_ms": m.stats.to_dict(),
+                    "iterations": m.iterations,
+                    "throughput_ips": m.throughput(cell.batch),
+                    "peak_memory_mb": cell.peak_memory_mb,
+                }
+            )
+        row["timing"] = cells
+    return row
+
+
+def base_row(item: Planned) -> dict[str, Any]:
+    entry = item.entry
+    return {
+        "artifact": item.name,
+        "target": entry["target"],
+        "precision": entry["precision"],
+        "runtime": runtime_of(entry["target"]),
+        "sha256": entry.get("sha256"),
+        "gate": gate_verdict(entry),
+        "gate_parity": entry.get("parity"),
+        "reference": (entry.get("reference") or {}).get("path"),
+    }
