@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--runtimes",
         type=comma_choices("runtime", RUNTIMES),
-        help=f"of {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)})",
+        help=f"of {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)}; with "
+        "--artifacts, torch and the runtime of every artifact its manifests list)",
     )
     add(
         "--precisions",
@@ -139,12 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plan(args: argparse.Namespace, sources: list[Source]) -> tuple[list[str], list[str]]:
-    runtimes = args.runtimes or list(DEFAULT_RUNTIMES)
-    precisions = args.precisions
-    if precisions is None and args.artifacts is not None:  # what the manifests hold
-        held = {p for s in sources for (_, p) in s.given or {}}
-        precisions = [p for p in PRECISIONS if p in held]
-    return runtimes, precisions or list(DEFAULT_PRECISIONS)
+    runtimes, precisions = args.runtimes, args.precisions
+    if args.artifacts is not None:  # what the manifests hold, each by its target's runtime
+        if runtimes is None:
+            held_runtimes = {r for s in sources for (r, _) in s.given or {}}
+            runtimes = ["torch", *(r for r in RUNTIMES if r in held_runtimes)]
+        if precisions is None:
+            held = {p for s in sources for (_, p) in s.given or {}}
+            precisions = [p for p in PRECISIONS if p in held]
+    return runtimes or list(DEFAULT_RUNTIMES), precisions or list(DEFAULT_PRECISIONS)
+
+
+def _checked_nothing(cells: list[Cell]) -> str | None:
+    """Why an --artifacts run checked no artifact (every artifact cell unavailable), or None."""
+    artifact_cells = [c for c in cells if c.runtime != "torch"]
+    if any(c.status != "unavailable" for c in artifact_cells):
+        return None
+    if not artifact_cells:
+        return "no artifact cell was asked for (--runtimes names no artifact's runtime)"
+    reasons = sorted({f"{c.runtime}: {c.reason}" for c in artifact_cells})
+    return "every artifact was unavailable here (" + "; ".join(reasons) + ")"
 
 
 def _check_folders(sources: list[Source], args: argparse.Namespace) -> None:
@@ -224,6 +239,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         f"\n{summary(cells)} in {timing['total_seconds']:.1f} s; "
         f"wrote {args.output / 'parity.json'} and parity.md"
     )
+    nothing = _checked_nothing(cells) if args.artifacts is not None else None
+    if nothing is not None:
+        print(f"{PROG}: checked no artifact of {args.artifacts}: {nothing}", file=sys.stderr)
+        return 1
     return 1 if any(c.status in ("fail", "error") for c in cells) else 0
 
 
