@@ -17,7 +17,6 @@ constants, layouts, preprocessing), not a device's rounding.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +66,9 @@ def import_coremltools() -> Any:
         raise missing_dependency("coremltools", "coreml", "the CoreML reference interpreter")
     if reason is not None:
         raise RuntimeUnavailableError(reason)
-    # Off macOS coremltools logs a warning per native proxy it cannot load: not actionable.
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools as ct
+    from .base import import_sdk
 
-    return ct
+    return import_sdk("coremltools", "coreml", "the CoreML reference interpreter")
 
 
 def load_program(path: str | Path) -> tuple[Any, Any]:
