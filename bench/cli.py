@@ -26,14 +26,15 @@ from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell,
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest
-from partialnet.export.options import runtime_of, target_of
+from partialnet.export.options import Precision
+from partialnet.export.targets import TARGETS, runtime_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
 SUBCOMMANDS = {"parity": "partialnet.bench.parity"}
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
-RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
-PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIME_NAMES = ("torch", TORCH_INFERENCE, *(spec.runtime.value for spec in TARGETS))
+PRECISIONS = tuple(p.value for p in Precision)
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from partialnet.export.targets import toolchain_packages
 from partialnet.versions import package_versions
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -111,7 +112,7 @@ def collect_environment(threads: int | None, argv: list[str] | None = None) -> d
         **core_counts(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": package_versions(sdks=toolchain_packages()),
         "threads": thread_settings(threads),
         "load_average_at_start": list(load) if load else None,
     }

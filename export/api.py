@@ -11,8 +11,10 @@ artifacts and manifest as they were.
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.errors import PartialNetError
+from partialnet.errors import PartialNetError, first_line
 from partialnet.export.builders import (
     BuiltArtifact,
     TargetContext,
@@ -42,6 +44,7 @@ from partialnet.export.gate.parity import run_parity, unverified
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
+    DEFAULT_CALIBRATION_IMAGES,
     ExportOptions,
     Precision,
     Target,
@@ -53,11 +56,13 @@ from partialnet.export.options import (
 )
 from partialnet.export.serving.checks import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
+from partialnet.export.targets import toolchain_packages
 from partialnet.inference import to_fp16
+from partialnet.outputs import name_outputs
 from partialnet.reparam import reparameterize
 from partialnet.versions import package_versions
 
-Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 SIMULATED_BY = "MIL reference interpreter (numpy); approximates, not reproduces, an Apple device"
 
 
@@ -74,7 +79,7 @@ class _Reference:
         if key not in self._cache:
             out = self.eager(torch.from_numpy(batch))
             if isinstance(out, (tuple, list)):  # a backbone: its maps, named as exported
-                self._cache[key] = {f"feat{i}": t.numpy() for i, t in enumerate(out)}
+                self._cache[key] = {k: t.numpy() for k, t in name_outputs(out).items()}
             else:
                 self._cache[key] = out.numpy()
         return self._cache[key]
@@ -115,8 +120,8 @@ def export(
     triton_ov_hint: str = "latency",
     eval_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
-    calibration_images: int = 300,
-    progress: Progress | None = None,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    progress: Callable[[str], None] | None = None,
 ) -> Manifest:
     """Export to every requested target; returns the manifest (also written to disk).
 
@@ -132,8 +137,16 @@ def export(
     artifact could not be produced (those that passed before it are placed, earlier ones
     otherwise untouched), ParityFailure when an artifact disagrees with the eager model
     (it is not placed; the others are).
+
+    Progress goes to the standard ``logging`` logger ``partialnet`` (INFO; warnings at
+    WARNING); ``progress`` is deprecated and ignored: configure logging instead.
     """
-    say = progress or (lambda _msg: None)
+    if progress is not None:
+        warnings.warn(
+            "export(progress=...) is ignored: progress is logged to the 'partialnet' logger",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     opts = ExportOptions(
         targets=parse_targets(targets),
         precision=parse_precision(precision),
@@ -152,13 +165,13 @@ def export(
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
     source = resolve_source(model_or_checkpoint, variant, features=features)
-    coreml = check_target_options(opts, source.eager.cfg.num_classes)
+    target_options = check_target_options(opts, source.eager.cfg.num_classes)
     if source.random_weights:
-        say(f"warning: {RANDOM_WEIGHTS_NOTE}")
+        log.warning(RANDOM_WEIGHTS_NOTE)
     size = opts.input_size or source.eager.cfg.meta.input_size
     opts = replace(opts, input_size=size, in_chans=source.eager.cfg.in_chans)
     if eval_data is not None or calibration_data is not None:
-        say("reading and preprocessing the image folders")
+        log.info("reading and preprocessing the image folders")
     inputs = load_inputs(
         source.eager.cfg.meta,
         (opts.in_chans, *size),
@@ -170,7 +183,7 @@ def export(
     )
     out_dir = prepare_output_dir(Path(output_dir or Path("exports") / source.variant))
 
-    say(f"reparameterize: {source.variant} -> inference form at {size[0]}x{size[1]}")
+    log.info("reparameterize: %s -> inference form at %dx%d", source.variant, *size)
     inference = reparameterize(source.eager, size)
     reference = _Reference(source.eager)
     stem = f"partialnet-{source.variant}-{size[0]}x{size[1]}-{opts.precision.value}"
@@ -197,25 +210,24 @@ def export(
                 metadata=metadata,
                 scratch=Path(scratch),
                 stem=stem,
-                say=say,
-                coreml=coreml,
+                target_options=target_options,
                 gate_images=inputs.gate,
                 calibration=inputs.calibration,
             )
             try:
                 for index, target in enumerate(opts.targets, 1):
-                    say(f"[{index}/{len(opts.targets)}] {target.value}: exporting")
+                    log.info("[%d/%d] %s: exporting", index, len(opts.targets), target.value)
                     started = time.perf_counter()
                     for built in _build(target, ctx, out_dir):
-                        parity = _verify(built, ctx, reference, say)
+                        parity = _verify(built, ctx, reference)
                         elapsed = time.perf_counter() - started
                         checked.append(_Checked(built, parity, elapsed))
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
-                _place_passed(checked, out_dir, source, opts, say, data)
+                _place_passed(checked, out_dir, source, opts, data)
                 raise
-            manifest = _place_passed(checked, out_dir, source, opts, say, data)
+            manifest = _place_passed(checked, out_dir, source, opts, data)
             if triton_repo is not None:
                 placed = [(c.built, c.passed) for c in checked]
                 write_triton(
@@ -238,21 +250,19 @@ def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtif
     except OSError as exc:
         raise ExportFailure(describe_os_error(exc, f"{target.value} export", out_dir)) from exc
     except Exception as exc:  # an SDK's own error type; the CLI shows one line of it
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc, default="")
         raise ExportFailure(
             f"{target.value} export failed: {type(exc).__name__}: {first}; rerun with --debug "
             "for the traceback and report it if the input was valid"
         ) from exc
 
 
-def _verify(
-    built: BuiltArtifact, ctx: TargetContext, reference: _Reference, say: Progress
-) -> dict[str, object]:
+def _verify(built: BuiltArtifact, ctx: TargetContext, reference: _Reference) -> dict[str, object]:
     target = built.target.value
     if not ctx.options.verify:
         return unverified("parity check skipped (--no-verify)")
     if built.unverified_reason:
-        say(f"      {target}: not verified here: {built.unverified_reason}")
+        log.info("      %s: not verified here: %s", target, built.unverified_reason)
         return unverified(built.unverified_reason)
     try:
         with built.open_runner(built.staged) as runner:
@@ -269,7 +279,7 @@ def _verify(
     except PartialNetError:
         raise
     except Exception as exc:  # the runtime could not load or run what was built
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc, default="")
         raise ExportFailure(
             f"{target}: the runtime could not run the built artifact ({type(exc).__name__}: "
             f"{first}); nothing was placed for it"
@@ -278,7 +288,7 @@ def _verify(
     if simulated:  # the MIL interpreter: checks the program, not an Apple device's arithmetic
         record["status"] = "simulated"
         record["simulated_by"] = SIMULATED_BY
-    say(f"      {target}: parity {'(simulated) ' if simulated else ''}{result.summary()}")
+    log.info("      %s: parity %s%s", target, "(simulated) " if simulated else "", result.summary())
     return record
 
 
@@ -304,7 +314,6 @@ def _place_passed(
     out_dir: Path,
     source: ExportSource,
     opts: ExportOptions,
-    say: Progress,
     data: dict[str, object],
 ) -> Manifest:
     """Move every artifact that passed (or cannot be verified here) into place, recording
@@ -324,7 +333,7 @@ def _place_passed(
             raise ExportFailure(
                 describe_os_error(exc, f"placing {item.built.name}", out_dir)
             ) from exc
-        say(f"      {item.built.target.value}: placed {final}")
+        log.info("      %s: placed %s", item.built.target.value, final)
     return manifest
 
 
@@ -368,7 +377,7 @@ def _start_manifest(out_dir: Path, source: ExportSource, opts: ExportOptions) ->
     fresh = Manifest(
         source.variant,
         source.checkpoint,
-        package_versions(installed_only=True),
+        package_versions(installed_only=True, sdks=toolchain_packages()),
         list(opts.input_size or ()),
     )
     earlier = load_manifest(out_dir)

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import time
 from collections.abc import Sequence
 
 from partialnet.config import list_variants
 from partialnet.errors import PartialNetError
-from partialnet.export.cli_errors import EXIT_OK, run_guarded
+from partialnet.export.cli_errors import EXIT_OK, debug_requested, run_guarded
+from partialnet.export.cli_logging import progress_to_stderr
 from partialnet.export.errors import ParityFailure
 from partialnet.export.manifest import ArtifactRecord, Manifest
-from partialnet.export.options import parse_targets
+from partialnet.export.options import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_OPSET,
+    INT8_OPSET,
+    PRECISIONS,
+    Precision,
+    parse_targets,
+)
+from partialnet.export.targets import TARGETS
 
 PROG = "partialnet-export"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where there is a default and the help does not already
+    say what it is (else "(default: None)" follows a help that states the real default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or "(default" in text or "%(default)" in text:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export PartialNet to verified ONNX, OpenVINO IR, TensorRT engines and "
         "CoreML packages. Every artifact is built from the re-parameterized inference form "
         "and, where its runtime runs here, checked against the eager model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     src = p.add_argument_group("model")
     src.add_argument(
@@ -44,13 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out = p.add_argument_group("artifacts")
     out.add_argument(
-        "--target", default="onnx", help="comma-separated onnx, openvino, coreml, trt, or all"
+        "--target",
+        default="onnx",
+        help=f"comma-separated {', '.join(s.name for s in TARGETS)}, or all ("
+        + "; ".join(f"{s.name}: {s.summary}" for s in TARGETS)
+        + ")",
     )
+    calibrated = [p.value for p, s in PRECISIONS.items() if s.needs_calibration]
     out.add_argument(
         "--precision",
-        default="fp32",
-        choices=["fp32", "fp16", "int8"],
-        help="int8 needs --calibration-data",
+        default=Precision.FP32.value,
+        choices=[p.value for p in PRECISIONS],
+        help=f"{', '.join(calibrated)} needs --calibration-data",
     )
     out.add_argument(
         "--imgsz",
@@ -70,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--opset",
         type=int,
         default=None,
-        help="ONNX opset (default: 18; 20 for int8, whose native Gelu ONNX Runtime runs "
-        "faster between quantized convs)",
+        help=f"ONNX opset (default: {DEFAULT_OPSET}; {INT8_OPSET} for int8, whose native Gelu "
+        "ONNX Runtime runs faster between quantized convs)",
     )
     out.add_argument(
         "--output",
@@ -105,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--calibration-images",
         type=int,
-        default=300,
+        default=DEFAULT_CALIBRATION_IMAGES,
         metavar="N",
         help="a seeded sample of this many calibration images",
     )
@@ -211,8 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
 
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    def line(_record: logging.LogRecord, text: str) -> str:
+        return f"[{time.perf_counter() - started:6.1f}s] {text}"
 
     def body() -> int:
         from partialnet.export.api import export
@@ -241,7 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_data=args.eval_data,
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,
-            progress=progress,
         )
         print(_table(_asked(manifest, _targets(args.target))))
         return EXIT_OK
@@ -250,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, ParityFailure):
             print(_table(_asked(exc.manifest, _targets(args.target)) + list(exc.rejected)))
 
-    return run_guarded(PROG, body, debug=args.debug, on_failure=on_failure)
+    # --debug also prints the SDKs' build chatter the library logs at DEBUG.
+    level = logging.DEBUG if debug_requested(args.debug) else logging.INFO
+    with progress_to_stderr(line, level):
+        return run_guarded(PROG, body, debug=args.debug, on_failure=on_failure)
 
 
 def _targets(target_arg: str) -> set[str]:

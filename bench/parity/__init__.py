@@ -46,12 +46,14 @@ from partialnet.errors import UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.gate import parity as gate
 from partialnet.export.options import Precision
+from partialnet.export.targets import TARGETS
 from partialnet.runtimes import available_runtimes
 from partialnet.runtimes.base import Runtime
 
 PROG = "partialnet-bench parity"
-RUNTIMES = tuple(r.value for r in Runtime)
-DEFAULT_RUNTIMES = ("onnxruntime", "openvino", "torch")
+RUNTIMES = (Runtime.TORCH.value, *(spec.runtime.value for spec in TARGETS))
+# Exported here by default: the targets whose runtimes run on any CPU; the others when asked.
+DEFAULT_RUNTIMES = (*(s.runtime.value for s in TARGETS if s.parity_default), Runtime.TORCH.value)
 PRECISIONS = tuple(p.value for p in Precision)
 DEFAULT_PRECISIONS = ("fp32", "fp16")  # int8 needs calibration images
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")

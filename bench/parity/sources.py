@@ -14,7 +14,7 @@ import torch
 import partialnet
 from partialnet.errors import UsageError
 from partialnet.export.files import sha256_path
-from partialnet.export.options import runtime_of
+from partialnet.export.targets import runtime_of
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@ anything is written, and the Triton model repository laid out from the placed ar
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from partialnet.export.builders import BuiltArtifact, TargetContext
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import describe_os_error
 from partialnet.export.options import ExportOptions, Target
+
+log = logging.getLogger(__name__)
 
 
 def check_serving_options(
@@ -82,9 +85,8 @@ def write_triton(
             preprocessing=preprocessing,
             ov_threads=ov_threads,
             ov_hint=ov_hint,
-            warn=lambda msg: ctx.say(f"warning: {msg}"),
         )
     except OSError as exc:
         raise ExportFailure(describe_os_error(exc, "writing the Triton repository", repo)) from exc
     for directory in written:
-        ctx.say(f"      triton: wrote {directory}")
+        log.info("      triton: wrote %s", directory)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from partialnet.errors import missing_dependency
+from partialnet.errors import first_line, missing_dependency
 from partialnet.export.errors import ExportFailure
 from partialnet.export.metadata import encode_metadata
 
@@ -32,7 +32,7 @@ def export_openvino(
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:
         raise ExportFailure(
-            f"OpenVINO could not convert {onnx_path.name}: {str(exc).splitlines()[0]}"
+            f"OpenVINO could not convert {onnx_path.name}: {first_line(exc, None)}"
         ) from exc
     for key, value in encode_metadata(metadata).items():
         model.set_rt_info(value, ["partialnet", key])

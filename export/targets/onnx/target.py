@@ -1,0 +1,32 @@
+"""How the ONNX target is built in scratch, and how its artifacts are opened to verify them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from partialnet.export.options import Precision, Target
+from partialnet.export.targets.base import BuiltArtifact, TargetContext, opener
+from partialnet.runtimes.base import Runtime
+
+_SERVES = {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
+
+
+def runner_options(precision: Precision) -> dict[str, Any]:
+    # Spinning off: the gate and the parity cells run right after torch's reference, on the
+    # same cores, and spinning threads would steal from it.
+    return {"allow_spinning": False}
+
+
+def build(ctx: TargetContext) -> list[BuiltArtifact]:
+    runner = opener(Runtime.ONNXRUNTIME, **runner_options(ctx.options.precision))
+    if ctx.int8:
+        # One graph cannot serve both: ONNX Runtime is fastest with uint8 activations and
+        # int32 biases, which TensorRT refuses (see partialnet.export.targets.onnx.int8).
+        built = []
+        for flavour in ("onnxruntime", "tensorrt"):
+            path, facts = ctx.qdq_onnx(flavour)
+            facts = {**facts, "serves": _SERVES[flavour]}
+            built.append(BuiltArtifact(Target.ONNX, path, path.name, facts, None, runner))
+        return built
+    path, facts = ctx.onnx()
+    return [BuiltArtifact(Target.ONNX, path, ctx.artifact_name(Target.ONNX), facts, None, runner)]
