@@ -461,6 +461,14 @@ def test_end_to_end_variant_t0_on_torch(tmp_path: Path) -> None:
     assert by_runtime["torch"]["flops_per_image"] > 0
     # torch-inference is measured once partialnet.reparameterize works; never a crash.
     assert set(by_runtime) == {"torch", "torch-inference"}
+    inference = by_runtime["torch-inference"]
+    assert inference["skipped"] is None, inference["skipped"]
+    assert inference["iterations"] == 3 and inference["batch"] == 1
+    latency = inference["latency_ms"]
+    assert latency["mean"] > 0 and latency["min"] <= latency["mean"] <= latency["max"]
+    # throughput = batch / mean latency (stated in bench.perf.report.measured_cell)
+    assert inference["throughput_ips"] == pytest.approx(1e3 / latency["mean"], rel=1e-6)
+    assert inference["flops_per_image"] > 0 and inference["peak_fraction"] > 0
     assert "torch" in report["environment"]["peak_gemm"]["gflops_per_s"]
     for name in ("report.md", "latency.png", "throughput.png"):
         assert (out / name).stat().st_size > 0

@@ -239,11 +239,26 @@ def test_a_fixed_batch_artifact_gets_its_last_batch_padded_and_trimmed() -> None
 
 
 def test_inputs_are_the_export_gates_first_images() -> None:
-    chw = (3, 32, 32)
-    gate_batches = np.concatenate(list(gate.seeded_batches(chw, 8, 16)))
-    noise = gate.noise_images(chw, 8, 12)
-    assert noise.source == gate.NOISE and noise.labels is None
-    np.testing.assert_array_equal(noise.images, gate_batches[:12])
+    """The images a parity cell runs (--images 12, bench's own batch) are the first 12 of
+    those the export gate checks an artifact on (its 64, at the export's batch)."""
+    import argparse
+
+    import partialnet
+    from partialnet.bench.parity.cells import source_images
+    from partialnet.bench.parity.sources import ModelSpec, Source
+    from partialnet.export.gate.inputs import load_inputs
+    from partialnet.export.options import Precision
+
+    meta = partialnet.get_config("t0").meta
+    chw = (3, 64, 64)
+    args = argparse.Namespace(
+        images=12, batch=4, eval_data=None, calibration_data=None, calibration_images=300
+    )
+    cells = source_images(Source("t0", ModelSpec("t0"), chw), meta, ["fp32", "fp16"], args)
+    export_gate = load_inputs(meta, chw, Precision.FP32, 8).gate  # what export() checks on
+    assert cells.source == export_gate.source == gate.NOISE and cells.labels is None
+    assert len(cells.images) == 12 and len(export_gate.images) == gate.PARITY_IMAGES
+    np.testing.assert_array_equal(cells.images, export_gate.images[:12])
 
 
 def test_backbones_are_checked_output_by_output(
