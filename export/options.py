@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.errors import UsageError
+from partialnet.images import DEFAULT_CALIBRATION_IMAGES  # noqa: F401 (re-exported)
 from partialnet.reparam import validate_input_size
 
 
@@ -29,7 +30,6 @@ DEFAULT_OPSET = 18
 # 0.74 -> 0.64), OpenVINO int8 unchanged within noise; fp32 and fp16 gain nothing in ONNX
 # Runtime, so they keep 18, the widest-supported choice.
 INT8_OPSET = 20
-DEFAULT_CALIBRATION_IMAGES = 300  # the seeded sample of --calibration-data
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,13 @@ def coremltools_unsupported_reason() -> str | None:
         version = md.version("coremltools")
     except md.PackageNotFoundError:
         return "coremltools is not installed: pip install 'partialnet-export[coreml]'"
-    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]] + [0]
-    (lo, hi), here = SUPPORTED_COREMLTOOLS, (parts[0], parts[1])
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(version).release  # a pre-release of 9.0 counts as 9.0
+    except InvalidVersion:
+        release = ()
+    (lo, hi), here = SUPPORTED_COREMLTOOLS, (*release, 0, 0)[:2]
     if lo <= here < hi:
         return None
     return (

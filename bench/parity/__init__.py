@@ -5,10 +5,12 @@ The reference is the eager (training-form) model in fp32 on the export gate's se
 of its cells; each cell is judged by the gate's own ``compare`` and tolerances. ``torch``
 runs the inference form (``reparameterize``, plus ``to_fp16`` for fp16) through the torch
 runner; ``onnxruntime``/``openvino`` run the artifacts of one ``export(targets="onnx,openvino",
-verify=False)`` per variant and precision, or those listed in ``--artifacts DIR``'s manifest;
-``tensorrt``/``coreml`` are exported only when asked for and able to run here. A runtime
-that cannot run here gives an ``unavailable`` cell with the reason, never a number that was
-not measured; any other exception gives an ``error`` cell (exit 1, like a ``fail``).
+verify=False)`` per variant and precision; ``tensorrt``/``coreml`` are exported only when
+asked for and able to run here. ``--artifacts DIR`` checks every artifact its manifests list,
+each with its target's runtime (``--runtimes`` narrows it). A runtime that cannot run here
+gives an ``unavailable`` cell with the reason, never a number that was not measured; any
+other exception gives an ``error`` cell (exit 1, like a ``fail``); an ``--artifacts`` run
+that checked no artifact at all says so and exits 1.
 
 parity.json: ``{"environment", "tolerances", "cells", "timing"}``. Each cell has ``variant,
 runtime, precision, status (pass|fail|unavailable|error), max_abs, max_rel, cosine,
@@ -45,7 +47,7 @@ from partialnet.bench.parity.sources import Source, sources_from_args
 from partialnet.errors import UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.gate import parity as gate
-from partialnet.export.options import Precision
+from partialnet.export.options import DEFAULT_CALIBRATION_IMAGES, Precision
 from partialnet.export.targets import TARGETS
 from partialnet.runtimes import available_runtimes
 from partialnet.runtimes.base import Runtime
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--calibration-images",
         type=_positive,
-        default=300,
+        default=DEFAULT_CALIBRATION_IMAGES,
         help="a seeded sample of this many calibration images (default %(default)s)",
     )
     add(

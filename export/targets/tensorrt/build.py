@@ -141,7 +141,9 @@ def onnx_precision(graph: Any) -> str:
 
 
 def _version_major(trt: ModuleType) -> int:
-    return int(str(trt.__version__).split(".")[0])
+    from packaging.version import Version
+
+    return Version(str(trt.__version__)).major
 
 
 def _create_network(trt: ModuleType, flavour: str, builder: Any) -> tuple[Any, bool]:
