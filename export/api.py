@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ from partialnet.export.options import (
 )
 from partialnet.export.serving.checks import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
-from partialnet.export.targets import toolchain_packages
+from partialnet.export.targets import toolchain_packages, with_defaults
 from partialnet.inference import to_fp16
 from partialnet.outputs import name_outputs
 from partialnet.reparam import reparameterize
@@ -108,12 +109,6 @@ def export(
     opset: int | None = None,
     output_dir: str | Path | None = None,
     verify: bool = True,
-    trt_compute_capability: str = "SM89",
-    workspace_mb: int | None = None,
-    coreml_min_target: str = "iOS16",
-    coreml_image_input: bool = False,
-    coreml_class_labels: str | Path | None = None,
-    coreml_simulate: bool = False,
     features: bool = False,
     triton_repo: str | Path | None = None,
     triton_ov_threads: int | None = None,
@@ -122,6 +117,7 @@ def export(
     calibration_data: str | Path | None = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     progress: Callable[[str], None] | None = None,
+    **target_options: Any,
 ) -> Manifest:
     """Export to every requested target; returns the manifest (also written to disk).
 
@@ -137,6 +133,10 @@ def export(
     artifact could not be produced (those that passed before it are placed, earlier ones
     otherwise untouched), ParityFailure when an artifact disagrees with the eager model
     (it is not placed; the others are).
+
+    ``target_options``: each target's own options by keyword (``trt_compute_capability``,
+    ``workspace_mb``, ``coreml_min_target``, ``coreml_image_input``, ``coreml_class_labels``,
+    ``coreml_simulate``; see each ``TargetSpec.options``), ignored for targets not asked for.
 
     Progress goes to the standard ``logging`` logger ``partialnet`` (INFO; warnings at
     WARNING); ``progress`` is deprecated and ignored: configure logging instead.
@@ -155,12 +155,7 @@ def export(
         dynamic_batch=parse_dynamic_batch(dynamic_batch),
         opset=opset or default_opset(parse_precision(precision)),
         verify=verify,
-        trt_compute_capability=trt_compute_capability,
-        workspace_mb=workspace_mb,
-        coreml_min_target=coreml_min_target,
-        coreml_image_input=coreml_image_input,
-        coreml_class_labels=Path(coreml_class_labels) if coreml_class_labels else None,
-        coreml_simulate=coreml_simulate,
+        target_options=with_defaults(target_options),
     )
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)

@@ -21,7 +21,7 @@ from partialnet.export.options import (
     Precision,
     parse_targets,
 )
-from partialnet.export.targets import TARGETS
+from partialnet.export.targets import TARGETS, TargetOption
 
 PROG = "partialnet-export"
 
@@ -155,43 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["latency", "throughput"],
         help="OpenVINO backend: performance hint",
     )
-    trt = p.add_argument_group("TensorRT")
-    trt.add_argument(
-        "--trt-compute-capability",
-        default="SM89",
-        metavar="SMxx",
-        help="GPU architecture for ahead-of-time builds (TensorRT-RTX)",
-    )
-    trt.add_argument(
-        "--workspace",
-        type=int,
-        default=None,
-        metavar="MiB",
-        help="builder workspace limit (default: TensorRT's)",
-    )
-    cml = p.add_argument_group("CoreML")
-    cml.add_argument(
-        "--coreml-min-target",
-        default="iOS16",
-        help="minimum deployment target (iOS15.., macOS12..)",
-    )
-    cml.add_argument(
-        "--coreml-image-input",
-        action="store_true",
-        help="take an RGB image input with the normalization built in",
-    )
-    cml.add_argument(
-        "--coreml-simulate",
-        action="store_true",
-        help="verify in the MIL reference interpreter even on macOS (always so elsewhere)",
-    )
-    cml.add_argument(
-        "--coreml-labels",
-        metavar="FILE",
-        default=None,
-        help="class labels, one per line: makes a CoreML classifier",
-    )
+    for spec in TARGETS:  # each target's own options, under its name
+        if spec.options:
+            group = p.add_argument_group(spec.display)
+            for option in spec.options:
+                _add_target_option(group, option)
     return p
+
+
+def _add_target_option(group: argparse._ArgumentGroup, option: TargetOption) -> None:
+    if option.switch:
+        group.add_argument(option.flag, dest=option.name, action="store_true", help=option.help)
+        return
+    group.add_argument(
+        option.flag,
+        dest=option.name,
+        default=option.default,
+        type=option.type,
+        metavar=option.metavar,
+        help=option.help,
+    )
 
 
 def _verdict(a: ArtifactRecord) -> str:
@@ -253,12 +236,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             opset=args.opset,
             output_dir=args.output,
             verify=not args.no_verify,
-            trt_compute_capability=args.trt_compute_capability,
-            workspace_mb=args.workspace,
-            coreml_min_target=args.coreml_min_target,
-            coreml_image_input=args.coreml_image_input,
-            coreml_class_labels=args.coreml_labels,
-            coreml_simulate=args.coreml_simulate,
             features=args.features,
             triton_repo=args.triton_repo,
             triton_ov_threads=args.triton_ov_threads,
@@ -266,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_data=args.eval_data,
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,
+            **{o.name: getattr(args, o.name) for spec in TARGETS for o in spec.options},
         )
         print(_table(_asked(manifest, _targets(args.target))))
         return EXIT_OK

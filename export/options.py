@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from partialnet.errors import UsageError
 from partialnet.images import DEFAULT_CALIBRATION_IMAGES  # noqa: F401 (re-exported)
@@ -122,17 +123,6 @@ def default_opset(precision: Precision) -> int:
     return PRECISIONS[precision].default_opset
 
 
-def check_workspace(workspace_mb: int | None) -> None:
-    """A TensorRT builder workspace is a positive whole number of MiB, or None (TensorRT's)."""
-    w = workspace_mb
-    # 0 MB is refused too: the builder cannot compile even a tiny graph without scratch.
-    if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
-        raise UsageError(
-            f"--workspace {w!r} is not a positive whole number of MiB: pass e.g. 1024, or "
-            "leave it out to let TensorRT use what the GPU has"
-        )
-
-
 @dataclass(frozen=True)
 class ExportOptions:
     """Validated export settings (the CLI and the Python API both build one)."""
@@ -145,12 +135,8 @@ class ExportOptions:
     dynamic_batch: tuple[int, int, int] | None = None
     opset: int = DEFAULT_OPSET
     verify: bool = True
-    trt_compute_capability: str = "SM89"
-    workspace_mb: int | None = None
-    coreml_min_target: str = "iOS16"
-    coreml_image_input: bool = False
-    coreml_class_labels: Path | None = None
-    coreml_simulate: bool = False  # verify CoreML in the MIL interpreter even on macOS
+    # Each target's own options by export() keyword (TargetSpec.options), defaults filled.
+    target_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -160,9 +146,11 @@ class ExportOptions:
                 f"--opset {self.opset} is not supported; use 17..23 (default "
                 f"{DEFAULT_OPSET}, int8 {INT8_OPSET})"
             )
-        check_workspace(self.workspace_mb)
-        from partialnet.export.targets import spec_of
+        from partialnet.export.targets import TARGETS, spec_of
 
+        for option in (o for spec in TARGETS for o in spec.options):
+            if option.check is not None and option.name in self.target_options:
+                option.check(self.target_options[option.name])
         for spec in map(spec_of, self.targets):
             if self.dynamic_batch is not None and not spec.dynamic_batch:
                 raise UsageError(

@@ -7,12 +7,17 @@ builder beside it), its runner in ``partialnet.runtimes``, and one line in ``TAR
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from partialnet.errors import UsageError
 from partialnet.export.options import Target
 from partialnet.export.targets.base import (
     BuiltArtifact,
     BuiltFrom,
     Sdk,
     TargetContext,
+    TargetOption,
     TargetSpec,
 )
 from partialnet.export.targets.coreml import SPEC as COREML
@@ -38,6 +43,19 @@ def spec_for_runtime(runtime: Runtime | str) -> TargetSpec | None:
         return _BY_RUNTIME.get(Runtime(runtime))
     except ValueError:
         return None
+
+
+def with_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every target's own options: the given ones over the defaults; an unknown name is
+    refused with the valid ones."""
+    options = {o.name: o for spec in TARGETS for o in spec.options}
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        raise UsageError(
+            f"unknown export option(s) {', '.join(unknown)}; the targets' own options are: "
+            f"{', '.join(options)}"
+        )
+    return {name: given.get(name, o.default) for name, o in options.items()}
 
 
 def runtime_of(target: str | Target) -> str | None:
@@ -74,10 +92,12 @@ __all__ = [
     "BuiltFrom",
     "Sdk",
     "TargetContext",
+    "TargetOption",
     "TargetSpec",
     "runtime_of",
     "spec_for_runtime",
     "spec_of",
     "target_of",
     "toolchain_packages",
+    "with_defaults",
 ]

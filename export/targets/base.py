@@ -36,6 +36,24 @@ class Sdk:
 
 
 @dataclass(frozen=True)
+class TargetOption:
+    """A target's own option: its ``export()`` keyword, its CLI flag, default and help.
+
+    ``check`` validates a value before anything is done (whatever the targets); the
+    target's ``check_options`` reads the values from ``ExportOptions.target_options``.
+    """
+
+    name: str  # the export() keyword, the key in ExportOptions.target_options
+    flag: str  # "--coreml-min-target"
+    default: Any = None
+    help: str = ""
+    metavar: str | None = None
+    type: Callable[[str], Any] | None = None
+    switch: bool = False  # a store_true flag
+    check: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """Everything the toolchain knows about one target, in one place.
 
@@ -51,12 +69,13 @@ class TargetSpec:
     runtime: Runtime
     built_from: BuiltFrom
     build: Callable[[TargetContext], list[BuiltArtifact]]
-    display: str  # the name in messages: "CoreML"
+    display: str  # the name in messages and help
     summary: str  # one line for the CLI's help
     sdks: tuple[Sdk, ...] = ()
     int8_sdks: tuple[Sdk, ...] = ()
     packages: tuple[str, ...] = ()  # optional tools whose versions manifests record
     precisions: tuple[Precision, ...] = tuple(Precision)
+    options: tuple[TargetOption, ...] = ()
     check_options: Callable[[ExportOptions, int], Any] | None = None
     check_sdk: Callable[[], object] | None = None
     runner_options: Callable[[Precision], dict[str, Any]] = lambda _p: {}

@@ -3,7 +3,7 @@ int8 as 8-bit weights. A fixed batch only."""
 
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, Sdk, TargetSpec
-from partialnet.export.targets.coreml.target import build, check_options
+from partialnet.export.targets.coreml.target import OPTIONS, build, check_options
 from partialnet.runtimes.base import Runtime
 
 SPEC = TargetSpec(
@@ -15,6 +15,7 @@ SPEC = TargetSpec(
     display="CoreML",
     summary="Core ML package (simulated off macOS)",
     sdks=(Sdk("coremltools", "coreml", "CoreML export"),),
+    options=OPTIONS,
     check_options=check_options,
     dynamic_batch=False,
 )

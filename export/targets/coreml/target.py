@@ -9,29 +9,61 @@ from typing import Any
 
 from partialnet.errors import UsageError
 from partialnet.export.options import ExportOptions, Precision, Target
-from partialnet.export.targets.base import BuiltArtifact, TargetContext, opener
+from partialnet.export.targets.base import BuiltArtifact, TargetContext, TargetOption, opener
 from partialnet.quiet import muted
 from partialnet.runtimes.base import Runtime
+
+OPTIONS = (
+    TargetOption(
+        "coreml_min_target",
+        "--coreml-min-target",
+        "iOS16",
+        "minimum deployment target (iOS15.., macOS12..)",
+    ),
+    TargetOption(
+        "coreml_image_input",
+        "--coreml-image-input",
+        False,
+        "take an RGB image input with the normalization built in",
+        switch=True,
+    ),
+    TargetOption(
+        "coreml_simulate",
+        "--coreml-simulate",
+        False,
+        "verify in the MIL reference interpreter even on macOS (always so elsewhere)",
+        switch=True,
+    ),
+    TargetOption(
+        "coreml_class_labels",
+        "--coreml-labels",
+        None,
+        "class labels, one per line: makes a CoreML classifier",
+        metavar="FILE",
+    ),
+)
 
 
 def check_options(options: ExportOptions, num_classes: int) -> Any:
     """The conversion options, the labels file read and checked against the classes."""
     from partialnet.export.targets.coreml.convert import CoreMLOptions
 
+    own = options.target_options
     labels = None
-    if options.coreml_class_labels is not None:
-        labels = _read_labels(options.coreml_class_labels)
+    if own.get("coreml_class_labels") is not None:
+        path = Path(own["coreml_class_labels"])
+        labels = _read_labels(path)
         if len(labels) != num_classes:
             raise UsageError(
-                f"{options.coreml_class_labels} has {len(labels)} labels for a model with "
+                f"{path} has {len(labels)} labels for a model with "
                 f"{num_classes} classes: give exactly one label per line, one per class"
             )
     # int8: converted in fp32, then its weights quantized (W8).
     precision = "fp32" if options.precision is Precision.INT8 else options.precision.value
     return CoreMLOptions(
         precision=precision,
-        minimum_deployment_target=options.coreml_min_target,
-        image_input=options.coreml_image_input,
+        minimum_deployment_target=own.get("coreml_min_target", "iOS16"),
+        image_input=bool(own.get("coreml_image_input", False)),
         class_labels=labels,
         batch=options.batch,
     )
@@ -65,7 +97,8 @@ def build(ctx: TargetContext) -> list[BuiltArtifact]:
     reason = coreml_unverified_reason()
     if reason is None and (options.image_input or options.class_labels):
         reason = "parity runs on the plain tensor-input CoreML model only"
-    simulate = True if ctx.options.coreml_simulate else None  # None: off macOS only
+    # None: simulated off macOS only.
+    simulate = True if ctx.options.target_options.get("coreml_simulate") else None
     if reason is None and (simulate or simulate_by_default()):
         # The runner runs the program in the MIL reference interpreter: parity then checks
         # the program's semantics, not an Apple device's arithmetic.

@@ -4,7 +4,7 @@ ONNX, int8 from a symmetric Q/DQ ONNX); TensorRT-RTX builds ahead of time withou
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, TargetSpec
 from partialnet.export.targets.onnx import ONNX_SDKS, QDQ_SDKS
-from partialnet.export.targets.tensorrt.target import build, check_options, check_sdk
+from partialnet.export.targets.tensorrt.target import OPTIONS, build, check_options, check_sdk
 from partialnet.runtimes.base import Runtime
 
 SPEC = TargetSpec(
@@ -17,6 +17,7 @@ SPEC = TargetSpec(
     summary="TensorRT engine (needs an NVIDIA GPU to run)",
     sdks=ONNX_SDKS,
     int8_sdks=QDQ_SDKS,
+    options=OPTIONS,
     check_options=check_options,
     check_sdk=check_sdk,
 )

@@ -30,7 +30,8 @@ from partialnet.errors import (
 )
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import write_bytes_atomically
-from partialnet.export.options import check_workspace, parse_dynamic_batch
+from partialnet.export.options import parse_dynamic_batch
+from partialnet.export.targets.tensorrt.target import check_workspace
 from partialnet.runtimes.tensorrt_sdk import (
     FLAVOUR_RTX,
     FLAVOUR_TENSORRT,

@@ -6,18 +6,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from partialnet.errors import UsageError
 from partialnet.export.options import ExportOptions, Target
-from partialnet.export.targets.base import BuiltArtifact, TargetContext, opener
+from partialnet.export.targets.base import BuiltArtifact, TargetContext, TargetOption, opener
 from partialnet.runtimes.base import Runtime
+
+
+def check_workspace(workspace_mb: int | None) -> None:
+    """A TensorRT builder workspace is a positive whole number of MiB, or None (TensorRT's)."""
+    w = workspace_mb
+    # 0 MB is refused too: the builder cannot compile even a tiny graph without scratch.
+    if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+        raise UsageError(
+            f"--workspace {w!r} is not a positive whole number of MiB: pass e.g. 1024, or "
+            "leave it out to let TensorRT use what the GPU has"
+        )
+
+
+OPTIONS = (
+    TargetOption(
+        "trt_compute_capability",
+        "--trt-compute-capability",
+        "SM89",
+        "GPU architecture for ahead-of-time builds (TensorRT-RTX)",
+        metavar="SMxx",
+    ),
+    TargetOption(
+        "workspace_mb",
+        "--workspace",
+        None,
+        "builder workspace limit (default: TensorRT's)",
+        metavar="MiB",
+        type=int,
+        check=check_workspace,
+    ),
+)
 
 
 def check_options(options: ExportOptions, num_classes: int) -> Any:
     """The build config; refuses an unknown compute capability or batch range up front."""
     from partialnet.export.targets.tensorrt.build import TensorRTBuildConfig
 
+    own = options.target_options
     return TensorRTBuildConfig(
-        compute_capability=options.trt_compute_capability,
-        workspace_mb=options.workspace_mb,
+        compute_capability=own.get("trt_compute_capability", "SM89"),
+        workspace_mb=own.get("workspace_mb"),
         dynamic_batch=options.dynamic_batch,
     )
 
