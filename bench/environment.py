@@ -153,7 +153,7 @@ class PeakGemm:
 
     torch: ``torch.matmul``; onnxruntime: a one-node MatMul ONNX on the CPU provider with
     ONNX Runtime's default spinning (as the bench's runner); openvino: the same ONNX
-    compiled for CPU. Runtimes without a reference (tensorrt, coreml) or whose SDK is missing
+    compiled for CPU. Other runtimes (no CPU matmul reference) or those whose SDK is missing
     get None, with the reason in ``errors``.
     """
 

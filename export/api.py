@@ -1,10 +1,10 @@
 """``export()``: the Python API behind ``partialnet-export``.
 
-eager model -> reparameterize -> ONNX -> {OpenVINO IR, TensorRT engine}; inference form ->
-CoreML. Every option is checked before anything is written. Each artifact is built in a
-scratch directory inside the output directory, checked against the eager model there (the
-parity gate) where its runtime runs here, and only then moved into place; the manifest is
-rewritten with what is in place. A failed, interrupted or rejected export leaves the earlier
+eager model -> reparameterize -> each target's artifact, built from the ONNX or from the
+inference form (``partialnet.export.targets``). Every option is checked before anything is
+written. Each artifact is built in a scratch directory inside the output directory, checked
+against the eager model there (the parity gate) where its runtime runs here, and only then
+moved into place; the manifest is rewritten with what is in place. A failed, interrupted or rejected export leaves the earlier
 artifacts and manifest as they were.
 """
 
@@ -134,9 +134,8 @@ def export(
     otherwise untouched), ParityFailure when an artifact disagrees with the eager model
     (it is not placed; the others are).
 
-    ``target_options``: each target's own options by keyword (``trt_compute_capability``,
-    ``workspace_mb``, ``coreml_min_target``, ``coreml_image_input``, ``coreml_class_labels``,
-    ``coreml_simulate``; see each ``TargetSpec.options``), ignored for targets not asked for.
+    ``target_options``: each target's own options by keyword (each ``TargetSpec.options``;
+    ``partialnet-export --help`` lists them by target), ignored for targets not asked for.
 
     Progress goes to the standard ``logging`` logger ``partialnet`` (INFO; warnings at
     WARNING); ``progress`` is deprecated and ignored: configure logging instead.

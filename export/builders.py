@@ -28,7 +28,7 @@ def _needed(options: ExportOptions) -> list[TargetSpec]:
 def check_sdks(options: ExportOptions) -> None:
     """Fail before any work when an SDK a target needs is missing (names the extra).
 
-    Looks the packages up without importing them (coremltools is noisy to import).
+    Looks the packages up without importing them (some SDKs are slow and noisy to import).
     """
     from partialnet.errors import missing_dependency
 
@@ -51,7 +51,7 @@ def check_sdks(options: ExportOptions) -> None:
 
 def check_target_options(options: ExportOptions, num_classes: int) -> dict[Target, Any]:
     """Validate every target's own options before anything is written; what each check
-    returns (e.g. the CoreML conversion options) is what its builder reads back."""
+    returns (e.g. a converter's validated options) is what its builder reads back."""
     checked = {}
     for spec in _needed(options):
         if spec.check_options is not None:

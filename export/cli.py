@@ -40,9 +40,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Export PartialNet to verified ONNX, OpenVINO IR, TensorRT engines and "
-        "CoreML packages. Every artifact is built from the re-parameterized inference form "
-        "and, where its runtime runs here, checked against the eager model.",
+        description="Export PartialNet to verified "
+        + ", ".join(spec.summary for spec in TARGETS)
+        + ". Every artifact is built from the re-parameterized inference form and, where its "
+        "runtime runs here, checked against the eager model.",
         formatter_class=_HelpFormatter,
     )
     src = p.add_argument_group("model")

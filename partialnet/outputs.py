@@ -1,6 +1,6 @@
 """The names of what a PartialNet returns, spelled once: ``logits`` for a classifier, and
-``feat0``..``feat3`` (strides 4 to 32) for a backbone. The ONNX and CoreML exports, the
-runners and the parity references all name outputs through here."""
+``feat0``..``feat3`` (strides 4 to 32) for a backbone. Every export, runner and parity
+reference names outputs through here."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One way to mute an SDK's chatter for the length of a call, and to restore it after.
 
-SDKs (torch.onnx, ONNX Runtime's quantizer, NNCF, coremltools) log advice per node, print
-progress bars and warn about versions; none of it is actionable for a user of this
+SDKs (exporters, converters, quantizers) log advice per node, print progress bars and warn
+about versions; none of it is actionable for a user of this
 toolchain, and it would bury the progress lines. Everything muted here is restored on exit,
 logger levels included.
 """

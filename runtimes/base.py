@@ -175,8 +175,8 @@ def import_sdk(module: str, extra: str, purpose: str) -> Any:
     from partialnet.quiet import muted
 
     try:
-        # What an SDK logs while importing (coremltools: a warning per native proxy it cannot
-        # load off macOS, and that this torch is newer than it was tested with) is not
+        # What an SDK logs while importing (e.g. a warning per native library it cannot load
+        # on this OS, or that this torch is newer than it was tested with) is not
         # actionable; its logger is restored afterwards.
         with muted([module.split(".")[0]]):
             return importlib.import_module(module)

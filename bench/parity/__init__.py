@@ -5,12 +5,13 @@ The reference is the eager (training-form) model in fp32 on the export gate's se
 of its cells; each cell is judged by the gate's own ``compare`` and tolerances. ``torch``
 runs the inference form (``reparameterize``, plus ``to_fp16`` for fp16) through the torch
 runner; ``onnxruntime``/``openvino`` run the artifacts of one ``export(targets="onnx,openvino",
-verify=False)`` per variant and precision; ``tensorrt``/``coreml`` are exported only when
-asked for and able to run here. ``--artifacts DIR`` checks every artifact its manifests list,
-each with its target's runtime (``--runtimes`` narrows it). A runtime that cannot run here
-gives an ``unavailable`` cell with the reason, never a number that was not measured; any
-other exception gives an ``error`` cell (exit 1, like a ``fail``); an ``--artifacts`` run
-that checked no artifact at all says so and exits 1.
+verify=False)`` per variant and precision; the other targets' runtimes (those not
+``parity_default`` in their spec) are exported only when asked for and able to run here.
+``--artifacts DIR`` checks every artifact its manifests list, each with its target's runtime
+(``--runtimes`` narrows it). A runtime that cannot run here gives an ``unavailable`` cell
+with the reason, never a number that was not measured; any other exception gives an
+``error`` cell (exit 1, like a ``fail``); an ``--artifacts`` run that checked no artifact at
+all says so and exits 1.
 
 parity.json: ``{"environment", "tolerances", "cells", "timing"}``. Each cell has ``variant,
 runtime, precision, status (pass|fail|unavailable|error), max_abs, max_rel, cosine,

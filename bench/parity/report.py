@@ -28,7 +28,7 @@ class Cell:
     min_image_cosine: float | None = None
     inputs: str | None = None  # seeded noise, eval images or calibration images
     accuracy: dict[str, Any] | None = None  # with labelled images: top1, top5, reference_top1
-    simulated: bool = False  # CoreML off macOS: the MIL reference interpreter, not a device
+    simulated: bool = False  # the runner simulated the device (info().extra['simulated'])
     outputs: int | None = None  # a backbone: how many maps were each checked (worst shown)
     seconds: float | None = None
     cpu_seconds: float | None = None  # this process's CPU time (all threads) in the cell

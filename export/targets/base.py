@@ -44,7 +44,7 @@ class TargetOption:
     """
 
     name: str  # the export() keyword, the key in ExportOptions.target_options
-    flag: str  # "--coreml-min-target"
+    flag: str  # "--<target>-<option>" by convention
     default: Any = None
     help: str = ""
     metavar: str | None = None
