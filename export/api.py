@@ -4,8 +4,8 @@ eager model -> reparameterize -> each target's artifact, built from the ONNX or 
 inference form (``partialnet.export.targets``). Every option is checked before anything is
 written. Each artifact is built in a scratch directory inside the output directory, checked
 against the eager model there (the parity gate) where its runtime runs here, and only then
-moved into place; the manifest is rewritten with what is in place. A failed, interrupted or rejected export leaves the earlier
-artifacts and manifest as they were.
+moved into place; the manifest is rewritten with what is in place. A failed, interrupted or
+rejected export leaves the earlier artifacts and manifest as they were.
 """
 
 from __future__ import annotations
