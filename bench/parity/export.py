@@ -17,7 +17,7 @@ from partialnet.bench.parity.report import Cell, one_line
 from partialnet.bench.parity.sources import ModelSpec, Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
 from partialnet.export.cli_logging import progress_to_stderr
-from partialnet.export.targets import runtime_of, spec_for_runtime
+from partialnet.export.targets import runtime_of, spec_for_runtime, spec_of
 
 PROG = "partialnet-bench parity"
 
@@ -76,7 +76,7 @@ def export_job(
             found |= dict.fromkeys(targets, ("error", reason))
             continue
         for record in manifest.artifacts:
-            if record.details.get("flavour") == "tensorrt" and record.target == "onnx":
+            if not spec_of(record.target).for_runtime(record.details):
                 continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
             if record.precision == precision and record.target in targets:
                 found[record.target] = str(Path(out_dir) / record.path)

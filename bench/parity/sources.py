@@ -14,7 +14,7 @@ import torch
 import partialnet
 from partialnet.errors import UsageError
 from partialnet.export.files import sha256_path
-from partialnet.export.targets import runtime_of
+from partialnet.export.targets import runtime_of, spec_of
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,11 @@ def _artifact_sources(args: argparse.Namespace) -> list[Source]:
         source.chw = (source.chw[0], *manifest.input_size)  # the size it was exported at
         source.given, source.given_dir = {}, directory
         for record in manifest.artifacts:
-            if record.details.get("flavour") == "tensorrt" and record.target == "onnx":
+            runtime = runtime_of(record.target)  # None: a target this install does not know
+            if runtime is None or not spec_of(record.target).for_runtime(record.details):
                 continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
             path = directory / record.path
-            runtime = runtime_of(record.target)
-            if runtime is not None and path.exists():
+            if path.exists():
                 source.given[(runtime, record.precision)] = path
                 if sha256_path(path) != record.sha256:
                     source.stale.add(path)

@@ -10,6 +10,7 @@ from partialnet.export.builders import BuiltArtifact, TargetContext
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import describe_os_error
 from partialnet.export.options import ExportOptions, Target
+from partialnet.export.targets import spec_of
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def write_triton(
         target = artifact.target
         if not passed or target not in (Target.ONNX, Target.OPENVINO, Target.TRT):
             continue
-        if target is Target.ONNX and artifact.details.get("flavour") == "tensorrt":
+        if not spec_of(target).for_runtime(artifact.details):
             continue  # int8: Triton's ONNX Runtime serves the ONNX Runtime flavour
         path = out_dir / artifact.name
         details = dict(artifact.details)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,9 @@ class TargetSpec:
     check_sdk: Callable[[], object] | None = None
     runner_options: Callable[[Precision], dict[str, Any]] = lambda _p: {}
     dynamic_batch: bool = True  # False: a fixed batch only
+    # Whether the target's runtime runs this artifact (from its manifest details): not so
+    # for an intermediate another target consumes (int8 ONNX's TensorRT-flavour graph).
+    for_runtime: Callable[[Mapping[str, Any]], bool] = lambda _details: True
     parity_default: bool = False  # among partialnet-bench parity's default runtimes
 
     @property

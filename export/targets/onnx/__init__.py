@@ -4,7 +4,7 @@ start from the same file."""
 
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, Sdk, TargetSpec
-from partialnet.export.targets.onnx.target import build, runner_options
+from partialnet.export.targets.onnx.target import build, for_runtime, runner_options
 from partialnet.runtimes.base import Runtime
 
 ONNX_SDKS = (Sdk("onnx", "onnx", "ONNX export"), Sdk("onnxscript", "onnx", "ONNX export"))
@@ -22,5 +22,6 @@ SPEC = TargetSpec(
     int8_sdks=QDQ_SDKS,
     packages=("onnxsim",),
     runner_options=runner_options,
+    for_runtime=for_runtime,
     parity_default=True,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from partialnet.export.options import Precision, Target
@@ -9,6 +10,11 @@ from partialnet.export.targets.base import BuiltArtifact, TargetContext, opener
 from partialnet.runtimes.base import Runtime
 
 _SERVES = {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
+
+
+def for_runtime(details: Mapping[str, Any]) -> bool:
+    """int8 writes two Q/DQ graphs; ONNX Runtime runs (and serves) its own flavour only."""
+    return details.get("flavour") != "tensorrt"
 
 
 def runner_options(precision: Precision) -> dict[str, Any]:
