@@ -2,7 +2,10 @@
 dispatch and target <-> runtime map is derived from ``TARGETS``.
 
 Adding a target: its package here (``SPEC = TargetSpec(...)`` in its ``__init__``, its
-builder beside it), its runner in ``partialnet.runtimes``, and one line in ``TARGETS``.
+builder, converter and option checks beside it) and its name in the ``Target`` enum; its
+runner in ``partialnet.runtimes`` with its ``Runtime`` name and ``RuntimeSpec`` line; then
+one line in ``TARGETS`` (and the SDK's extra in pyproject.toml). CLI choices and help, the
+SDK check, export order, version table and bench's name lists follow from the specs.
 """
 
 from __future__ import annotations
