@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
-from partialnet.errors import first_line, missing_dependency
+from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_file
 from partialnet.export.metadata import encode_metadata
 from partialnet.inference import InferencePartialNet
 from partialnet.outputs import output_names
 from partialnet.quiet import muted
+from partialnet.runtimes.base import import_sdk
 
 # Ops that betray a graph that was not lowered properly: dynamic indexing (NonZero,
 # scatters), control flow, or unfolded training-time layers.
@@ -30,11 +31,7 @@ INPUT_NAME = "input"
 
 
 def _import_onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "onnx", "ONNX export") from None
-    return onnx
+    return import_sdk("onnx", "onnx", "ONNX export")
 
 
 def quiet_onnx_exporter() -> contextlib.AbstractContextManager[None]:

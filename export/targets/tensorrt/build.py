@@ -26,12 +26,12 @@ from typing import Any
 from partialnet.errors import (
     MissingDependencyError,
     UsageError,
-    missing_dependency,
 )
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import write_bytes_atomically
 from partialnet.export.options import parse_dynamic_batch
 from partialnet.export.targets.tensorrt.target import check_workspace
+from partialnet.runtimes.base import import_sdk
 from partialnet.runtimes.tensorrt_sdk import (
     FLAVOUR_RTX,
     FLAVOUR_TENSORRT,
@@ -121,10 +121,7 @@ def _one_line(messages: list[str], limit: int = 3) -> str:
 
 
 def _load_onnx_graph(onnx_path: Path) -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "tensorrt", "Building a TensorRT engine") from None
+    onnx = import_sdk("onnx", "tensorrt", "Building a TensorRT engine")
     # Weights are not needed to read types and node names; skip external data.
     return onnx.load(str(onnx_path), load_external_data=False).graph
 
