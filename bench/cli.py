@@ -26,7 +26,7 @@ from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell,
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest
-from partialnet.export.options import Precision
+from partialnet.export.options import Precision, needs_calibration
 from partialnet.export.targets import TARGETS, runtime_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
@@ -223,7 +223,11 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
         imgsz=hw,
         dynamic_batch=dynamic,
         verify=False,
-        **({"calibration_data": run.args.calibration_data} if job.precision == "int8" else {}),
+        **(
+            {"calibration_data": run.args.calibration_data}
+            if needs_calibration(job.precision)
+            else {}
+        ),
     )
     for e in read_verified_manifest(out)["artifacts"]:
         if e["target"] == target:

@@ -54,6 +54,11 @@ PRECISIONS: dict[Precision, PrecisionSpec] = {
 }
 
 
+def needs_calibration(precision: str | Precision) -> bool:
+    """Whether an export at ``precision`` calibrates on images (int8)."""
+    return PRECISIONS[Precision(precision)].needs_calibration
+
+
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]:
     """'onnx,trt' or 'all' (or a list of names) -> targets in export order."""
     from partialnet.export.targets import TARGETS

@@ -49,6 +49,7 @@ from partialnet.errors import UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.gate import parity as gate
 from partialnet.export.options import DEFAULT_CALIBRATION_IMAGES, Precision
+from partialnet.export.options import PRECISIONS as PRECISIONS_SPECS
 from partialnet.export.targets import TARGETS
 from partialnet.runtimes import available_runtimes
 from partialnet.runtimes.base import Runtime
@@ -58,7 +59,8 @@ RUNTIMES = (Runtime.TORCH.value, *(spec.runtime.value for spec in TARGETS))
 # Exported here by default: the targets whose runtimes run on any CPU; the others when asked.
 DEFAULT_RUNTIMES = (*(s.runtime.value for s in TARGETS if s.parity_default), Runtime.TORCH.value)
 PRECISIONS = tuple(p.value for p in Precision)
-DEFAULT_PRECISIONS = ("fp32", "fp16")  # int8 needs calibration images
+# Those that need no calibration images.
+DEFAULT_PRECISIONS = tuple(p.value for p, s in PRECISIONS_SPECS.items() if not s.needs_calibration)
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 

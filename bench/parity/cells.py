@@ -20,7 +20,7 @@ from partialnet.bench.parity.report import Cell, cell_text, one_line
 from partialnet.bench.parity.sources import Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
 from partialnet.export.gate import parity as gate
-from partialnet.export.options import Precision
+from partialnet.export.options import Precision, needs_calibration
 from partialnet.export.targets import spec_for_runtime, target_of
 from partialnet.outputs import name_outputs
 from partialnet.runtimes import Runtime, RuntimeUnavailableError, open_runner
@@ -38,7 +38,8 @@ def source_images(
     precisions, so every precision is checked on the same images), else seeded noise."""
     from partialnet.export.gate.inputs import load_inputs
 
-    wanted = Precision.INT8 if "int8" in precisions else Precision.FP32
+    calibrated = [Precision(p) for p in precisions if needs_calibration(p)]
+    wanted = calibrated[0] if calibrated else Precision.FP32
     inputs = load_inputs(
         meta,
         source.chw,

@@ -17,6 +17,7 @@ from partialnet.bench.parity.report import Cell, one_line
 from partialnet.bench.parity.sources import ModelSpec, Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
 from partialnet.export.cli_logging import progress_to_stderr
+from partialnet.export.options import needs_calibration
 from partialnet.export.targets import runtime_of, spec_for_runtime, spec_of
 
 PROG = "partialnet-bench parity"
@@ -66,7 +67,7 @@ def export_job(
                     output_dir=out_dir,
                     features=spec.features,
                     **shape,
-                    **((data or {}) if precision == "int8" else {}),
+                    **((data or {}) if needs_calibration(precision) else {}),
                 )
         except MissingDependencyError as exc:
             found |= dict.fromkeys(targets, ("unavailable", f"cannot run here: {one_line(exc)}"))
