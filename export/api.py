@@ -159,7 +159,7 @@ def export(
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
     source = resolve_source(model_or_checkpoint, variant, features=features)
-    target_options = check_target_options(opts, source.eager.cfg.num_classes)
+    checked_options = check_target_options(opts, source.eager.cfg.num_classes)
     if source.random_weights:
         log.warning(RANDOM_WEIGHTS_NOTE)
     size = opts.input_size or source.eager.cfg.meta.input_size
@@ -204,7 +204,7 @@ def export(
                 metadata=metadata,
                 scratch=Path(scratch),
                 stem=stem,
-                target_options=target_options,
+                target_options=checked_options,
                 gate_images=inputs.gate,
                 calibration=inputs.calibration,
             )
