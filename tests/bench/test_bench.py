@@ -80,17 +80,16 @@ class MatmulRunner(Runner):
         self.threads, self.log = threads, log if log is not None else []
         self.w: np.ndarray | None = None
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         src = self.source
         self.w = np.load(src) if isinstance(src, Path) else np.asarray(src, np.float32)
-        self._active = True
         self.log.append(f"open {self.runtime}")
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         assert self._active and self.w is not None
-        return batch.reshape(len(batch), -1) @ self.w
+        return {"logits": batch.reshape(len(batch), -1) @ self.w}
 
-    def info(self) -> RunnerInfo:
+    def _info(self) -> RunnerInfo:
         return RunnerInfo(
             self.runtime,
             np.__version__,
@@ -102,10 +101,9 @@ class MatmulRunner(Runner):
             {"threads": self.threads},
         )
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self.w = None
         self.log.append(f"close {self.runtime}")
-        super().deactivate()
 
 
 # --- the timing loop --------------------------------------------------------------------------
