@@ -27,7 +27,8 @@ from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell,
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest, resolve_artifact
-from partialnet.export.options import runtime_of, target_of
+from partialnet.export.options import Precision, needs_calibration
+from partialnet.export.targets import TARGETS, runtime_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
@@ -37,8 +38,8 @@ SUBCOMMANDS = {
     "compare": "partialnet.bench.check.fleet",
 }
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
-RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
-PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIME_NAMES = ("torch", TORCH_INFERENCE, *(spec.runtime.value for spec in TARGETS))
+PRECISIONS = tuple(p.value for p in Precision)
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 
@@ -233,7 +234,11 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
         imgsz=hw,
         dynamic_batch=dynamic,
         verify=False,
-        **({"calibration_data": run.args.calibration_data} if job.precision == "int8" else {}),
+        **(
+            {"calibration_data": run.args.calibration_data}
+            if needs_calibration(job.precision)
+            else {}
+        ),
     )
     for e in read_verified_manifest(out)["artifacts"]:
         if e["target"] == target:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from partialnet.export.targets import toolchain_packages
 from partialnet.machine import cpu_isa, cpu_model, isa_summary
 from partialnet.versions import package_versions
 
@@ -84,7 +85,7 @@ def collect_environment(threads: int | None, argv: list[str] | None = None) -> d
         **core_counts(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": package_versions(sdks=toolchain_packages()),
         "threads": thread_settings(threads),
         "load_average_at_start": list(load) if load else None,
     }
@@ -125,7 +126,7 @@ class PeakGemm:
 
     torch: ``torch.matmul``; onnxruntime: a one-node MatMul ONNX on the CPU provider with
     ONNX Runtime's default spinning (as the bench's runner); openvino: the same ONNX
-    compiled for CPU. Runtimes without a reference (tensorrt, coreml) or whose SDK is missing
+    compiled for CPU. Other runtimes (no CPU matmul reference) or those whose SDK is missing
     get None, with the reason in ``errors``.
     """
 

@@ -1,4 +1,4 @@
-"""Exporters: inference form -> ONNX -> {OpenVINO IR, TensorRT engine}; -> CoreML.
+"""Exporters: the inference form to every target registered in ``partialnet.export.targets``.
 
 ``export()`` is the Python API behind the ``partialnet-export`` command. SDKs are imported
 only when a target needs them, and ``export`` itself (which needs torch) when first read

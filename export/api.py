@@ -1,12 +1,13 @@
 """``export()``: the Python API behind ``partialnet-export``.
 
-eager model -> reparameterize -> ONNX -> {OpenVINO IR, TensorRT engine}; inference form ->
-CoreML. Every option, and the output directory (another model's export, a name taken by
-something else), is checked before anything is written. Each artifact is built in a scratch
-directory inside the output directory and checked against the eager model there (the parity
-gate) where its runtime runs here; then one commit step (``partialnet.export.commit``) moves
-every artifact that passed into place and writes the manifest last. An export where nothing
-passed, or that is interrupted or runs out of space before the commit, changes nothing.
+eager model -> reparameterize -> each target's artifact, built from the ONNX or from the
+inference form (``partialnet.export.targets``). Every option, and the output directory
+(another model's export, a name taken by something else), is checked before anything is
+written. Each artifact is built in a scratch directory inside the output directory and
+checked against the eager model there (the parity gate) where its runtime runs here; then one
+commit step (``partialnet.export.commit``) moves every artifact that passed into place and
+writes the manifest last. An export where nothing passed, or that is interrupted or runs out
+of space before the commit, changes nothing.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 import partialnet
-from partialnet.errors import PartialNetError
+from partialnet.errors import PartialNetError, first_line
 from partialnet.export.builders import (
     BuiltArtifact,
     TargetContext,
@@ -47,7 +51,7 @@ from partialnet.export.gate.reference import write_reference
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
-    ARTIFACT_SUFFIX,
+    DEFAULT_CALIBRATION_IMAGES,
     ExportOptions,
     Precision,
     Target,
@@ -59,13 +63,15 @@ from partialnet.export.options import (
 )
 from partialnet.export.serving.checks import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
+from partialnet.export.targets import spec_of, toolchain_packages, with_defaults
 from partialnet.inference import to_fp16
 from partialnet.machine import cpu_isa, cpu_model, isa_summary
 from partialnet.memory import check_export_fits
+from partialnet.outputs import name_outputs
 from partialnet.reparam import reparameterize
 from partialnet.versions import package_versions
 
-Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 SIMULATED_BY = "MIL reference interpreter (numpy); approximates, not reproduces, an Apple device"
 
 
@@ -82,7 +88,7 @@ class _Reference:
         if key not in self._cache:
             out = self.eager(torch.from_numpy(batch))
             if isinstance(out, (tuple, list)):  # a backbone: its maps, named as exported
-                self._cache[key] = {f"feat{i}": t.numpy() for i, t in enumerate(out)}
+                self._cache[key] = {k: t.numpy() for k, t in name_outputs(out).items()}
             else:
                 self._cache[key] = out.numpy()
         return self._cache[key]
@@ -111,21 +117,16 @@ def export(
     opset: int | None = None,
     output_dir: str | Path | None = None,
     verify: bool = True,
-    trt_compute_capability: str = "SM89",
-    workspace_mb: int | None = None,
-    coreml_min_target: str = "iOS16",
-    coreml_image_input: bool = False,
-    coreml_class_labels: str | Path | None = None,
-    coreml_simulate: bool = False,
     features: bool = False,
     triton_repo: str | Path | None = None,
     triton_ov_threads: int | None = None,
     triton_ov_hint: str = "latency",
     eval_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
-    calibration_images: int = 300,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     replace: bool = False,
-    progress: Progress | None = None,
+    progress: Callable[[str], None] | None = None,
+    **target_options: Any,
 ) -> Manifest:
     """Export to every requested target; returns the manifest (also written to disk).
 
@@ -146,8 +147,19 @@ def export(
     model. Either way the artifacts that passed are placed in the one commit step (with
     their records added to the earlier ones of the same model); when none passed, the
     directory is left byte-identical.
+
+    ``target_options``: each target's own options by keyword (each ``TargetSpec.options``;
+    ``partialnet-export --help`` lists them by target), ignored for targets not asked for.
+
+    Progress goes to the standard ``logging`` logger ``partialnet`` (INFO; warnings at
+    WARNING); ``progress`` is deprecated and ignored: configure logging instead.
     """
-    say = progress or (lambda _msg: None)
+    if progress is not None:
+        warnings.warn(
+            "export(progress=...) is ignored: progress is logged to the 'partialnet' logger",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     opts = ExportOptions(
         targets=parse_targets(targets),
         precision=parse_precision(precision),
@@ -156,24 +168,19 @@ def export(
         dynamic_batch=parse_dynamic_batch(dynamic_batch),
         opset=opset or default_opset(parse_precision(precision)),
         verify=verify,
-        trt_compute_capability=trt_compute_capability,
-        workspace_mb=workspace_mb,
-        coreml_min_target=coreml_min_target,
-        coreml_image_input=coreml_image_input,
-        coreml_class_labels=Path(coreml_class_labels) if coreml_class_labels else None,
-        coreml_simulate=coreml_simulate,
+        target_options=with_defaults(target_options),
     )
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
     source = resolve_source(model_or_checkpoint, variant, features=features)
-    coreml = check_target_options(opts, source.eager.cfg.num_classes)
+    checked_options = check_target_options(opts, source.eager.cfg.num_classes)
     if source.random_weights:
-        say(f"warning: {RANDOM_WEIGHTS_NOTE}")
+        log.warning(RANDOM_WEIGHTS_NOTE)
     size = opts.input_size or source.eager.cfg.meta.input_size
     opts = dataclasses.replace(opts, input_size=size, in_chans=source.eager.cfg.in_chans)
     check_export_fits(source.eager, size, opts.sample_batch)  # --imgsz 8192: refused here
     if eval_data is not None or calibration_data is not None:
-        say("reading and preprocessing the image folders")
+        log.info("reading and preprocessing the image folders")
     inputs = load_inputs(
         source.eager.cfg.meta,
         (opts.in_chans, *size),
@@ -190,7 +197,7 @@ def export(
     stem += "-features" if features else ""
     check_names(out_dir, _planned_names(stem, opts))  # a file where a directory goes, ...
 
-    say(f"reparameterize: {source.variant} -> inference form at {size[0]}x{size[1]}")
+    log.info("reparameterize: %s -> inference form at %dx%d", source.variant, *size)
     inference = reparameterize(source.eager, size)
     reference = _Reference(source.eager)
     metadata = artifact_metadata(
@@ -217,29 +224,28 @@ def export(
                 metadata=metadata,
                 scratch=Path(scratch),
                 stem=stem,
-                say=say,
-                coreml=coreml,
+                target_options=checked_options,
                 gate_images=inputs.gate,
                 calibration=inputs.calibration,
             )
             refs = _write_reference(ctx, reference, inputs.record) if opts.verify else None
             try:
                 for index, target in enumerate(opts.targets, 1):
-                    say(f"[{index}/{len(opts.targets)}] {target.value}: exporting")
+                    log.info("[%d/%d] %s: exporting", index, len(opts.targets), target.value)
                     started = time.perf_counter()
                     for built in _build(target, ctx, out_dir):
-                        parity = _verify(built, ctx, reference, say)
+                        parity = _verify(built, ctx, reference)
                         elapsed = time.perf_counter() - started
                         checked.append(_Checked(built, parity, elapsed))
             except Exception:
                 # What passed is placed even when a later target fails. An interrupt
                 # (KeyboardInterrupt is not an Exception) places nothing.
                 try:
-                    _commit_passed(checked, out_dir, scratch, fresh, earlier, refs, opts, say)
+                    _commit_passed(checked, out_dir, scratch, fresh, earlier, refs, opts)
                 except PartialNetError as exc:  # the target's failure is the news
-                    say(f"      nothing was placed: {exc}")
+                    log.info("      nothing was placed: %s", exc)
                 raise
-            manifest = _commit_passed(checked, out_dir, scratch, fresh, earlier, refs, opts, say)
+            manifest = _commit_passed(checked, out_dir, scratch, fresh, earlier, refs, opts)
             if triton_repo is not None:
                 placed = [(c.built, c.passed) for c in checked]
                 write_triton(
@@ -273,21 +279,19 @@ def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtif
             raise ExportFailure(
                 describe_os_error(os_error, f"{target.value} export", out_dir)
             ) from exc
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc, default="")
         raise ExportFailure(
             f"{target.value} export failed: {type(exc).__name__}: {first}; rerun with --debug "
             "for the traceback and report it if the input was valid"
         ) from exc
 
 
-def _verify(
-    built: BuiltArtifact, ctx: TargetContext, reference: _Reference, say: Progress
-) -> dict[str, object]:
+def _verify(built: BuiltArtifact, ctx: TargetContext, reference: _Reference) -> dict[str, object]:
     target = built.target.value
     if not ctx.options.verify:
         return unverified("parity check skipped (--no-verify)")
     if built.unverified_reason:
-        say(f"      {target}: not verified here: {built.unverified_reason}")
+        log.info("      %s: not verified here: %s", target, built.unverified_reason)
         return unverified(built.unverified_reason)
     try:
         with built.open_runner(built.staged) as runner:
@@ -304,7 +308,7 @@ def _verify(
     except PartialNetError:
         raise
     except Exception as exc:  # the runtime could not load or run what was built
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc, default="")
         raise ExportFailure(
             f"{target}: the runtime could not run the built artifact ({type(exc).__name__}: "
             f"{first}); nothing was placed for it"
@@ -316,7 +320,7 @@ def _verify(
     if simulated:  # the MIL interpreter: checks the program, not an Apple device's arithmetic
         record["status"] = "simulated"
         record["simulated_by"] = SIMULATED_BY
-    say(f"      {target}: parity {'(simulated) ' if simulated else ''}{result.summary()}")
+    log.info("      %s: parity %s%s", target, "(simulated) " if simulated else "", result.summary())
     return record
 
 
@@ -379,7 +383,6 @@ def _commit_passed(
     earlier: Earlier,
     reference: Path | None,
     opts: ExportOptions,
-    say: Progress,
 ) -> Manifest:
     """Place every artifact that passed (or cannot be verified here), the gate's reference
     and the manifest listing them with the earlier records, in one step; nothing when none
@@ -402,7 +405,7 @@ def _commit_passed(
     orphans = [p for name, p in earlier.references.items() if name not in listed]
     commit(out_dir, scratch, items, manifest, [*earlier.remove, *orphans])
     for item in passed:
-        say(f"      {item.built.target.value}: placed {out_dir / item.built.name}")
+        log.info("      %s: placed %s", item.built.target.value, out_dir / item.built.name)
     return manifest
 
 
@@ -445,7 +448,7 @@ def _fresh_manifest(source: ExportSource, opts: ExportOptions, features: bool) -
     return Manifest(
         source.variant,
         source.checkpoint,
-        package_versions(installed_only=True),
+        package_versions(installed_only=True, sdks=toolchain_packages()),
         list(opts.input_size or ()),
         features=features,
     )
@@ -453,11 +456,9 @@ def _fresh_manifest(source: ExportSource, opts: ExportOptions, features: bool) -
 
 def _planned_names(stem: str, opts: ExportOptions) -> dict[str, bool]:
     """Every name this export may place, and whether it is a directory."""
-    names = {
-        f"{stem}{ARTIFACT_SUFFIX[t]}": t in (Target.OPENVINO, Target.COREML) for t in opts.targets
-    }
-    if opts.precision is Precision.INT8 and Target.ONNX in opts.targets:
-        names[f"{stem}-tensorrt{ARTIFACT_SUFFIX[Target.ONNX]}"] = False
+    names: dict[str, bool] = {}
+    for target in opts.targets:
+        names |= spec_of(target).planned_names(stem, opts.precision)
     return names
 
 

@@ -3,27 +3,48 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import time
 from collections.abc import Sequence
 
 from partialnet.config import list_variants
 from partialnet.errors import PartialNetError
-from partialnet.export.cli_errors import EXIT_OK, run_guarded
+from partialnet.export.cli_errors import EXIT_OK, debug_requested, run_guarded
+from partialnet.export.cli_logging import progress_to_stderr
 from partialnet.export.errors import ParityFailure
 from partialnet.export.manifest import ArtifactRecord, Manifest
-from partialnet.export.options import parse_targets
+from partialnet.export.options import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_OPSET,
+    INT8_OPSET,
+    PRECISIONS,
+    Precision,
+    parse_targets,
+)
+from partialnet.export.targets import TARGETS, TargetOption
 
 PROG = "partialnet-export"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where there is a default and the help does not already
+    say what it is (else "(default: None)" follows a help that states the real default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or "(default" in text or "%(default)" in text:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Export PartialNet to verified ONNX, OpenVINO IR, TensorRT engines and "
-        "CoreML packages. Every artifact is built from the re-parameterized inference form "
-        "and, where its runtime runs here, checked against the eager model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Export PartialNet to verified "
+        + ", ".join(spec.summary for spec in TARGETS)
+        + ". Every artifact is built from the re-parameterized inference form and, where its "
+        "runtime runs here, checked against the eager model.",
+        formatter_class=_HelpFormatter,
     )
     src = p.add_argument_group("model")
     src.add_argument(
@@ -44,13 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out = p.add_argument_group("artifacts")
     out.add_argument(
-        "--target", default="onnx", help="comma-separated onnx, openvino, coreml, trt, or all"
+        "--target",
+        default="onnx",
+        help=f"comma-separated {', '.join(s.name for s in TARGETS)}, or all ("
+        + "; ".join(f"{s.name}: {s.summary}" for s in TARGETS)
+        + ")",
     )
+    calibrated = [p.value for p, s in PRECISIONS.items() if s.needs_calibration]
     out.add_argument(
         "--precision",
-        default="fp32",
-        choices=["fp32", "fp16", "int8"],
-        help="int8 needs --calibration-data",
+        default=Precision.FP32.value,
+        choices=[p.value for p in PRECISIONS],
+        help=f"{', '.join(calibrated)} needs --calibration-data",
     )
     out.add_argument(
         "--imgsz",
@@ -70,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--opset",
         type=int,
         default=None,
-        help="ONNX opset (default: 18; 20 for int8, whose native Gelu ONNX Runtime runs "
-        "faster between quantized convs)",
+        help=f"ONNX opset (default: {DEFAULT_OPSET}; {INT8_OPSET} for int8, whose native Gelu "
+        "ONNX Runtime runs faster between quantized convs)",
     )
     out.add_argument(
         "--output",
@@ -111,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--calibration-images",
         type=int,
-        default=300,
+        default=DEFAULT_CALIBRATION_IMAGES,
         metavar="N",
         help="a seeded sample of this many calibration images",
     )
@@ -136,43 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["latency", "throughput"],
         help="OpenVINO backend: performance hint",
     )
-    trt = p.add_argument_group("TensorRT")
-    trt.add_argument(
-        "--trt-compute-capability",
-        default="SM89",
-        metavar="SMxx",
-        help="GPU architecture for ahead-of-time builds (TensorRT-RTX)",
-    )
-    trt.add_argument(
-        "--workspace",
-        type=int,
-        default=None,
-        metavar="MiB",
-        help="builder workspace limit (default: TensorRT's)",
-    )
-    cml = p.add_argument_group("CoreML")
-    cml.add_argument(
-        "--coreml-min-target",
-        default="iOS16",
-        help="minimum deployment target (iOS15.., macOS12..)",
-    )
-    cml.add_argument(
-        "--coreml-image-input",
-        action="store_true",
-        help="take an RGB image input with the normalization built in",
-    )
-    cml.add_argument(
-        "--coreml-simulate",
-        action="store_true",
-        help="verify in the MIL reference interpreter even on macOS (always so elsewhere)",
-    )
-    cml.add_argument(
-        "--coreml-labels",
-        metavar="FILE",
-        default=None,
-        help="class labels, one per line: makes a CoreML classifier",
-    )
+    for spec in TARGETS:  # each target's own options, under its name
+        if spec.options:
+            group = p.add_argument_group(spec.display)
+            for option in spec.options:
+                _add_target_option(group, option)
     return p
+
+
+def _add_target_option(group: argparse._ArgumentGroup, option: TargetOption) -> None:
+    if option.switch:
+        group.add_argument(option.flag, dest=option.name, action="store_true", help=option.help)
+        return
+    group.add_argument(
+        option.flag,
+        dest=option.name,
+        default=option.default,
+        type=option.type,
+        metavar=option.metavar,
+        help=option.help,
+    )
 
 
 def _verdict(a: ArtifactRecord) -> str:
@@ -217,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
 
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    def line(_record: logging.LogRecord, text: str) -> str:
+        return f"[{time.perf_counter() - started:6.1f}s] {text}"
 
     def body() -> int:
         from partialnet.export.api import export
@@ -234,12 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             opset=args.opset,
             output_dir=args.output,
             verify=not args.no_verify,
-            trt_compute_capability=args.trt_compute_capability,
-            workspace_mb=args.workspace,
-            coreml_min_target=args.coreml_min_target,
-            coreml_image_input=args.coreml_image_input,
-            coreml_class_labels=args.coreml_labels,
-            coreml_simulate=args.coreml_simulate,
             features=args.features,
             triton_repo=args.triton_repo,
             triton_ov_threads=args.triton_ov_threads,
@@ -248,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,
             replace=args.replace,
-            progress=progress,
+            **{o.name: getattr(args, o.name) for spec in TARGETS for o in spec.options},
         )
         print(_table(_asked(manifest, _targets(args.target))))
         return EXIT_OK
@@ -257,7 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, ParityFailure):
             print(_table(_asked(exc.manifest, _targets(args.target)) + list(exc.rejected)))
 
-    return run_guarded(PROG, body, debug=args.debug, on_failure=on_failure, interrupted=INTERRUPTED)
+    # --debug also prints the SDKs' build chatter the library logs at DEBUG.
+    level = logging.DEBUG if debug_requested(args.debug) else logging.INFO
+    with progress_to_stderr(line, level):
+        return run_guarded(
+            PROG, body, debug=args.debug, on_failure=on_failure, interrupted=INTERRUPTED
+        )
 
 
 # An interrupt is held back while the commit step places the artifacts, so the directory

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from partialnet.errors import UsageError
-from partialnet.runtimes.base import Runtime
+from partialnet.images import DEFAULT_CALIBRATION_IMAGES  # noqa: F401 (re-exported)
 
 
 class Target(str, enum.Enum):
@@ -23,61 +24,60 @@ class Precision(str, enum.Enum):
     INT8 = "int8"  # needs calibration images
 
 
-# Export order: OpenVINO and TensorRT are built from the ONNX, so it comes first.
-TARGET_ORDER = (Target.ONNX, Target.OPENVINO, Target.TRT, Target.COREML)
+DEFAULT_OPSET = 18
+# int8: opset 20's native Gelu sits between the quantized convs. Measured (t1 224 px, batch 1,
+# 2 threads, AVX-512 VNNI, one runtime at a time): ONNX Runtime int8 6.01 -> 5.22 ms (int8/fp32
+# 0.74 -> 0.64), OpenVINO int8 unchanged within noise; fp32 and fp16 gain nothing in ONNX
+# Runtime, so they keep 18, the widest-supported choice.
+INT8_OPSET = 20
 
-ARTIFACT_SUFFIX = {
-    Target.ONNX: ".onnx",
-    Target.OPENVINO: ".openvino",  # a directory: the .xml/.bin pair moves as one
-    Target.TRT: ".engine",
-    Target.COREML: ".mlpackage",
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """One precision, registered once: CLI choices and help, opset defaults and the need for
+    calibration images are read from here (its gate rule: ``gate.parity.GATE_RULES``)."""
+
+    precision: Precision
+    summary: str  # one line for the CLI's help
+    default_opset: int = DEFAULT_OPSET
+    needs_calibration: bool = False
+
+
+PRECISIONS: dict[Precision, PrecisionSpec] = {
+    spec.precision: spec
+    for spec in (
+        PrecisionSpec(Precision.FP32, "float32"),
+        PrecisionSpec(Precision.FP16, "float16 weights and activations, fp32 islands"),
+        PrecisionSpec(Precision.INT8, "int8, calibrated", INT8_OPSET, needs_calibration=True),
+    )
 }
 
 
-# The runtime that runs each target's artifact, and back: the one mapping between them.
-TARGET_RUNTIME: dict[Target, Runtime] = {
-    Target.ONNX: Runtime.ONNXRUNTIME,
-    Target.OPENVINO: Runtime.OPENVINO,
-    Target.TRT: Runtime.TENSORRT,
-    Target.COREML: Runtime.COREML,
-}
-RUNTIME_TARGET: dict[Runtime, Target] = {r: t for t, r in TARGET_RUNTIME.items()}
-
-
-def runtime_of(target: str | Target) -> str | None:
-    """The runtime name ('onnxruntime', ...) for a target name, None for an unknown one."""
-    try:
-        return TARGET_RUNTIME[Target(target)].value
-    except ValueError:
-        return None
-
-
-def target_of(runtime: str | Runtime) -> str | None:
-    """The target name ('onnx', ...) whose artifacts a runtime runs; None for torch."""
-    try:
-        found = RUNTIME_TARGET.get(Runtime(runtime))
-    except ValueError:
-        return None
-    return found.value if found is not None else None
+def needs_calibration(precision: str | Precision) -> bool:
+    """Whether an export at ``precision`` calibrates on images (int8)."""
+    return PRECISIONS[Precision(precision)].needs_calibration
 
 
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]:
     """'onnx,trt' or 'all' (or a list of names) -> targets in export order."""
+    from partialnet.export.targets import TARGETS
+
+    order = tuple(spec.target for spec in TARGETS)
+    valid = [t.value for t in order]
     items = text.split(",") if isinstance(text, str) else list(text)
     names = {str(i).strip().lower() for i in items if str(i).strip()}
     if not names:
         raise UsageError(
-            "no target given: use --target with one or more of onnx, openvino, coreml, trt, or all"
+            f"no target given: use --target with one or more of {', '.join(valid)}, or all"
         )
     if "all" in names:
-        return TARGET_ORDER
-    valid = {t.value for t in Target}
-    unknown = sorted(names - valid)
+        return order
+    unknown = sorted(names - set(valid))
     if unknown:
         raise UsageError(
             f"unknown target(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}, all"
         )
-    return tuple(t for t in TARGET_ORDER if t.value in names)
+    return tuple(t for t in order if t.value in names)
 
 
 def parse_precision(text: str | Precision) -> Precision:
@@ -125,27 +125,8 @@ def parse_imgsz(text: str | int | tuple[int, int] | None) -> tuple[int, int] | N
     return validate_input_size(size)  # type: ignore[arg-type]
 
 
-DEFAULT_OPSET = 18
-# int8: opset 20's native Gelu sits between the quantized convs. Measured (t1 224 px, batch 1,
-# 2 threads, AVX-512 VNNI, one runtime at a time): ONNX Runtime int8 6.01 -> 5.22 ms (int8/fp32
-# 0.74 -> 0.64), OpenVINO int8 unchanged within noise; fp32 and fp16 gain nothing in ONNX
-# Runtime, so they keep 18, the widest-supported choice.
-INT8_OPSET = 20
-
-
 def default_opset(precision: Precision) -> int:
-    return INT8_OPSET if precision is Precision.INT8 else DEFAULT_OPSET
-
-
-def check_workspace(workspace_mb: int | None) -> None:
-    """A TensorRT builder workspace is a positive whole number of MiB, or None (TensorRT's)."""
-    w = workspace_mb
-    # 0 MB is refused too: the builder cannot compile even a tiny graph without scratch.
-    if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
-        raise UsageError(
-            f"--workspace {w!r} is not a positive whole number of MiB: pass e.g. 1024, or "
-            "leave it out to let TensorRT use what the GPU has"
-        )
+    return PRECISIONS[precision].default_opset
 
 
 @dataclass(frozen=True)
@@ -158,28 +139,36 @@ class ExportOptions:
     in_chans: int = 3
     batch: int = 1
     dynamic_batch: tuple[int, int, int] | None = None
-    opset: int = 18
+    opset: int = DEFAULT_OPSET
     verify: bool = True
-    trt_compute_capability: str = "SM89"
-    workspace_mb: int | None = None
-    coreml_min_target: str = "iOS16"
-    coreml_image_input: bool = False
-    coreml_class_labels: Path | None = None
-    coreml_simulate: bool = False  # verify CoreML in the MIL interpreter even on macOS
+    # Each target's own options by export() keyword (TargetSpec.options), defaults filled.
+    target_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise UsageError(f"--batch must be >= 1, got {self.batch}")
         if not 17 <= self.opset <= 23:
             raise UsageError(
-                f"--opset {self.opset} is not supported; use 17..23 (default 18, int8 20)"
+                f"--opset {self.opset} is not supported; use 17..23 (default "
+                f"{DEFAULT_OPSET}, int8 {INT8_OPSET})"
             )
-        check_workspace(self.workspace_mb)
-        if self.dynamic_batch is not None and Target.COREML in self.targets:
-            raise UsageError(
-                "CoreML export takes a fixed batch: drop --dynamic-batch for "
-                "--target coreml, or export coreml separately with --batch"
-            )
+        from partialnet.export.targets import TARGETS, spec_of
+
+        for option in (o for spec in TARGETS for o in spec.options):
+            if option.check is not None and option.name in self.target_options:
+                option.check(self.target_options[option.name])
+        for spec in map(spec_of, self.targets):
+            if self.dynamic_batch is not None and not spec.dynamic_batch:
+                raise UsageError(
+                    f"{spec.display} export takes a fixed batch: drop --dynamic-batch for "
+                    f"--target {spec.name}, or export {spec.name} separately with --batch"
+                )
+            if self.precision not in spec.precisions:
+                valid = ", ".join(p.value for p in spec.precisions)
+                raise UsageError(
+                    f"{spec.display} export takes --precision {valid}, not "
+                    f"{self.precision.value}: export {spec.name} separately"
+                )
 
     @property
     def sample_batch(self) -> int:

@@ -33,6 +33,7 @@ from partialnet.checkpoint import config_from_checkpoint, load_state_dict, load_
 from partialnet.errors import CheckpointMismatchError
 from partialnet.files import sha256_path
 from partialnet.model import PartialNet, build_model
+from partialnet.outputs import LOGITS, feature_names, is_backbone
 
 FEATURE_STRIDES = (4, 8, 16, 32)
 """Strides of ``feat0``..``feat3`` relative to the input (patch embedding 4, then 3 mergings)."""
@@ -49,11 +50,6 @@ RULE_BACKBONE = (
     "backbone state dict: loaded strictly with the detection norms norm0/2/4/6, kept as "
     "per-channel affines on the stage outputs"
 )
-
-
-def feature_names(count: int = 4) -> list[str]:
-    """Output names in stride order, as the ONNX export and the runners name them."""
-    return [f"feat{i}" for i in range(count)]
 
 
 def feature_shapes(
@@ -80,13 +76,10 @@ def describe_outputs(model: nn.Module, batch: int | None) -> list[dict[str, Any]
     """
     cfg = model.cfg
     size = getattr(model, "input_size", None) or cfg.meta.input_size
-    is_backbone = getattr(model, "features_only", False) or (
-        getattr(model, "feature_norms", None) is not None
-    )
-    if is_backbone:
+    if is_backbone(model):
         return feature_shapes(cfg.stage_dims, tuple(size), batch)
     n = -1 if batch is None else batch
-    return [{"name": "logits", "stride": None, "shape": [n, cfg.num_classes]}]
+    return [{"name": LOGITS, "stride": None, "shape": [n, cfg.num_classes]}]
 
 
 def _strip_backbone_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

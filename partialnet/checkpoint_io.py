@@ -47,6 +47,7 @@ from partialnet.errors import (
     CheckpointError,
     CheckpointMismatchError,
     UnsafeCheckpointError,
+    first_line,
     missing_dependency,
 )
 
@@ -138,9 +139,9 @@ def _torch_load(p: Path) -> Any:
                 "weights-only loader does not fully read; re-save it with torch.save(obj, path) "
                 "and its default protocol (2)"
             ) from exc
-        raise CheckpointError(f"could not read {p} ({_first_line(exc)}): re-save it") from exc
+        raise CheckpointError(f"could not read {p} ({first_line(exc, 200)}): re-save it") from exc
     except Exception as exc:
-        raise CheckpointError(f"could not read {p} ({_first_line(exc)}): re-save it") from exc
+        raise CheckpointError(f"could not read {p} ({first_line(exc, 200)}): re-save it") from exc
 
 
 def _unsafe_globals(p: Path) -> list[str]:
@@ -150,10 +151,6 @@ def _unsafe_globals(p: Path) -> list[str]:
             return torch.serialization.get_unsafe_globals_in_checkpoint(p)
     except Exception:  # an opcode the scanner does not know: no name to report
         return []
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _pickle_protocol(zf: zipfile.ZipFile, data_pkl: str) -> int:

@@ -62,3 +62,12 @@ class ImageReadError(DataError):
 
 class ClassCountError(DataError):
     """A labelled folder whose class sub-folders do not match the model's classes."""
+
+
+def first_line(exc: BaseException, limit: int | None = 300, default: str | None = None) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters: what a one-line
+    error shows of an SDK's multi-line message (``--debug`` keeps the whole traceback).
+    An empty message gives ``default`` (the exception's type name unless given)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else (type(exc).__name__ if default is None else default)
+    return text if limit is None else text[:limit]

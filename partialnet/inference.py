@@ -1,6 +1,6 @@
 """Inference-form modules: what `reparameterize` produces and every exporter consumes.
 
-Rules that keep these modules exportable everywhere (ONNX/TensorRT, OpenVINO, CoreML via
+Rules that keep these modules exportable to every target (through the ONNX exporter or
 torch.export): every size is a Python int fixed at build time (the batch is reshaped as -1),
 no in-place writes, no data-dependent control flow, no tensors used as sizes, no prints.
 

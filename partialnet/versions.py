@@ -1,9 +1,14 @@
 """Which versions of the toolchain's packages are installed, read from package metadata so
-that no SDK is imported to learn it. One collector for export manifests and bench reports."""
+that no SDK is imported to learn it. One collector for export manifests and bench reports.
+
+The SDKs' names come from the registered runtimes and targets
+(``partialnet.export.targets.toolchain_packages``); this layer only knows its own.
+"""
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 
 # Name reported -> distribution names to try (the first installed one wins).
@@ -12,25 +17,19 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
     "numpy": ("numpy",),
     "pillow": ("pillow",),
-    "onnx": ("onnx",),
-    "onnxscript": ("onnxscript",),
-    "onnxsim": ("onnxsim",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "openvino": ("openvino",),
-    "nncf": ("nncf",),
-    "coremltools": ("coremltools",),
-    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-    "tensorrt-rtx": ("tensorrt-rtx-cu12-bindings",),
     "tritonclient": ("tritonclient",),
     "matplotlib": ("matplotlib",),
     "psutil": ("psutil",),
 }
 
 
-def package_versions(installed_only: bool = False) -> dict[str, str | None]:
-    """Python's and each package's version; None (or left out) when not installed."""
+def package_versions(
+    installed_only: bool = False, sdks: Mapping[str, tuple[str, ...]] | None = None
+) -> dict[str, str | None]:
+    """Python's and each package's version (``PACKAGES`` and then ``sdks``); None (or left
+    out) when not installed."""
     found: dict[str, str | None] = {"python": platform.python_version()}
-    for name, dists in PACKAGES.items():
+    for name, dists in {**PACKAGES, **(sdks or {})}.items():
         version = None
         for dist in dists:
             try:

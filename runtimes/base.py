@@ -47,28 +47,55 @@ class Runner(abc.ABC):
     backbone, the first output). ``infer_all`` returns every output by name, in the
     artifact's output order (a classifier: ``{"logits": ...}``; a backbone: ``feat0`` ..
     ``feat3``, strides 4 to 32), each as float32.
+
+    A template: this class owns the lifecycle (the active flag), the input checks and the
+    dtype the artifact takes; a runner writes ``_activate`` (load, then set ``input_shape``,
+    ``batch_range``, ``input_dtype``), ``_infer_all`` (a checked batch, already in
+    ``input_dtype``), ``_info`` and, when it holds resources, ``_deactivate``.
     """
 
     name: str = "runner"
 
     def __init__(self) -> None:
         self._active = False
+        self.input_shape: tuple[int, ...] = (-1, -1, -1, -1)  # -1: any size on that axis
+        self.batch_range: tuple[int, int] = (1, UNBOUNDED_BATCH)
+        self.input_dtype: Any = np.float32  # what the artifact's input takes
+        self.artifact_label = self.name  # names the artifact in input errors
 
-    @abc.abstractmethod
-    def activate(self) -> None: ...
-
-    @abc.abstractmethod
-    def infer(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output by name; this default serves a runner with one unnamed output."""
-        return {"output": self.infer(batch)}
-
-    @abc.abstractmethod
-    def info(self) -> RunnerInfo: ...
+    def activate(self) -> None:
+        if not self._active:
+            self._activate()
+            self._active = True
 
     def deactivate(self) -> None:
+        self._deactivate()
         self._active = False
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The first output (the logits, or a backbone's first map)."""
+        return next(iter(self.infer_all(batch).values()))
+
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self._require_active()
+        check_batch(batch, self.input_shape, self.batch_range, self.artifact_label)  # type: ignore[arg-type]
+        return self._infer_all(batch.astype(self.input_dtype, copy=False))
+
+    def info(self) -> RunnerInfo:
+        self._require_active()
+        return self._info()
+
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def _info(self) -> RunnerInfo: ...
+
+    def _deactivate(self) -> None:  # noqa: B027 (optional hook: most runners hold nothing extra)
+        """Release what ``_activate`` holds; called on every ``deactivate()``."""
 
     def __enter__(self) -> Runner:
         self.activate()
@@ -145,9 +172,14 @@ def import_sdk(module: str, extra: str, purpose: str) -> Any:
     import importlib
 
     from partialnet.errors import missing_dependency
+    from partialnet.quiet import muted
 
     try:
-        return importlib.import_module(module)
+        # What an SDK logs while importing (e.g. a warning per native library it cannot load
+        # on this OS, or that this torch is newer than it was tested with) is not
+        # actionable; its logger is restored afterwards.
+        with muted([module.split(".")[0]]):
+            return importlib.import_module(module)
     except ImportError as err:
         if err.name is not None and err.name.split(".")[0] != module.split(".")[0]:
             raise

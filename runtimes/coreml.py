@@ -54,17 +54,15 @@ class CoreMLRunner(Runner):
         if simulate is not None and not isinstance(simulate, bool):
             raise UsageError(f"simulate must be True, False or None, got {simulate!r}")
         self.path, self.compute_units = Path(path), compute_units
+        self.artifact_label = self.path.name
         self.simulate = simulate_by_default() if simulate is None else simulate
         self.model: Any = None
 
-    def activate(self) -> None:
-        if self._active:
-            return
+    def _activate(self) -> None:
         if self.simulate:
             self._activate_interpreter()
         else:
             self._activate_coreml()
-        self._active = True
 
     def _activate_interpreter(self) -> None:
         from .coreml_mil import MilInterpreter, import_coremltools
@@ -109,36 +107,28 @@ class CoreMLRunner(Runner):
                 for r, d in zip(ranges, shape, strict=True)
             ]
             hi = int(ranges[0].upperBound)
-            self._batch = (max(1, int(ranges[0].lowerBound)), hi if hi > 0 else UNBOUNDED_BATCH)
+            self.batch_range = (
+                max(1, int(ranges[0].lowerBound)),
+                hi if hi > 0 else UNBOUNDED_BATCH,
+            )
         elif enumerated:  # only the listed sizes really run; Core ML rejects the others
             sizes = [int(s[0]) for s in enumerated]
-            self._batch = (min(sizes), max(sizes))
+            self.batch_range = (min(sizes), max(sizes))
         else:
-            self._batch = (shape[0], shape[0])
-        self._shape = tuple(shape)
-        self._names = (desc.input[0].name, desc.output[0].name)
+            self.batch_range = (shape[0], shape[0])
+        self.input_shape = tuple(shape)
+        self._input = desc.input[0].name
         self._outputs = [out.name for out in desc.output]
-        self._dtype = np.float16 if array.dataType == _FLOAT16 else np.float32
+        self.input_dtype = np.float16 if array.dataType == _FLOAT16 else np.float32
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self.model = None
-        super().deactivate()
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        self._require_active()
-        base.check_batch(batch, self._shape, self._batch, self.path.name)
-        inputs = {self._names[0]: batch.astype(self._dtype, copy=False)}
-        out = self.model.predict(inputs)
-        return np.asarray(out[self._names[1]], dtype=np.float32)
-
-    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self._require_active()
-        base.check_batch(batch, self._shape, self._batch, self.path.name)
-        out = self.model.predict({self._names[0]: batch.astype(self._dtype, copy=False)})
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.model.predict({self._input: batch})
         return {name: np.asarray(out[name], dtype=np.float32) for name in self._outputs}
 
-    def info(self) -> RunnerInfo:
-        self._require_active()
+    def _info(self) -> RunnerInfo:
         extra: dict[str, Any] = {"simulated": self.simulate}
         if self.threads is not None:
             extra["threads"] = f"{self.threads} asked; not controllable here (see the runner)"
@@ -156,7 +146,7 @@ class CoreMLRunner(Runner):
             device=SIMULATED_DEVICE if self.simulate else "apple",
             precision=self._precision,
             provider="mil-interpreter" if self.simulate else self.compute_units,
-            input_shape=self._shape,
-            batch_range=self._batch,
+            input_shape=self.input_shape,
+            batch_range=self.batch_range,
             extra=extra,
         )

@@ -17,7 +17,6 @@ constants, layouts, preprocessing), not a device's rounding.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +47,13 @@ def coremltools_unsupported_reason() -> str | None:
         version = md.version("coremltools")
     except md.PackageNotFoundError:
         return "coremltools is not installed: pip install 'partialnet-export[coreml]'"
-    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]] + [0]
-    (lo, hi), here = SUPPORTED_COREMLTOOLS, (parts[0], parts[1])
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(version).release  # a pre-release of 9.0 counts as 9.0
+    except InvalidVersion:
+        release = ()
+    (lo, hi), here = SUPPORTED_COREMLTOOLS, (*release, 0, 0)[:2]
     if lo <= here < hi:
         return None
     return (
@@ -67,11 +71,9 @@ def import_coremltools() -> Any:
         raise missing_dependency("coremltools", "coreml", "the CoreML reference interpreter")
     if reason is not None:
         raise RuntimeUnavailableError(reason)
-    # Off macOS coremltools logs a warning per native proxy it cannot load: not actionable.
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools as ct
+    from .base import import_sdk
 
-    return ct
+    return import_sdk("coremltools", "coreml", "the CoreML reference interpreter")
 
 
 def load_program(path: str | Path) -> tuple[Any, Any]:

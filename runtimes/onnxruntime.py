@@ -53,12 +53,11 @@ class OnnxRuntimeRunner(Runner):
         if not isinstance(allow_spinning, bool):
             raise UsageError(f"allow_spinning must be True or False, got {allow_spinning!r}")
         self.path, self.provider, self.threads = Path(path), provider, threads
+        self.artifact_label = self.path.name
         self.allow_spinning = allow_spinning
         self.session: Any = None
 
-    def activate(self) -> None:
-        if self._active:
-            return
+    def _activate(self) -> None:
         ort = base.import_sdk("onnxruntime", "onnx", "the ONNX Runtime runner")
         base.check_artifact(self.path, "ONNX model")
         asked, available = PROVIDERS[self.provider][0], ort.get_available_providers()
@@ -86,33 +85,25 @@ class OnnxRuntimeRunner(Runner):
         inp, meta = session.get_inputs()[0], session.get_modelmeta().custom_metadata_map
         dims = tuple(d if isinstance(d, int) else -1 for d in inp.shape)  # symbolic -> -1
         lo, hi = int(meta.get("batch_min", 1)), int(meta.get("batch_max", UNBOUNDED_BATCH))
-        self._batch = (dims[0], dims[0]) if dims[0] > 0 else (lo, hi)
-        self._input, self._shape = inp, dims
+        self.batch_range = (dims[0], dims[0]) if dims[0] > 0 else (lo, hi)
+        self._input, self.input_shape = inp, dims
         self._outputs = [out.name for out in session.get_outputs()]
-        self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self._precision = meta.get("precision") or _onnx_precision(self.path)
-        self.session, self._version, self._active = session, ort.__version__, True
+        self.session, self._version = session, ort.__version__
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self.session = None
-        super().deactivate()
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        # Every output is computed (a backbone costs all of them); the first is returned.
-        return next(iter(self.infer_all(batch).values()))
-
-    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self._require_active()
-        base.check_batch(batch, self._shape, self._batch, self.path.name)
-        feed = {self._input.name: batch.astype(self._dtype, copy=False)}
-        outs = self.session.run(self._outputs, feed)
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        # Every output is computed (a backbone costs all of them); infer() keeps the first.
+        outs = self.session.run(self._outputs, {self._input.name: batch})
         return {
             name: np.asarray(out, dtype=np.float32)
             for name, out in zip(self._outputs, outs, strict=True)
         }
 
-    def info(self) -> RunnerInfo:
-        self._require_active()
+    def _info(self) -> RunnerInfo:
         providers = self.session.get_providers()
         return RunnerInfo(
             runtime=self.name,
@@ -120,8 +111,8 @@ class OnnxRuntimeRunner(Runner):
             device=PROVIDERS[self.provider][1],
             precision=self._precision,
             provider=providers[0],
-            input_shape=self._shape,
-            batch_range=self._batch,
+            input_shape=self.input_shape,
+            batch_range=self.batch_range,
             extra={
                 "threads": self.threads,
                 "providers": providers,

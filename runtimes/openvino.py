@@ -60,11 +60,10 @@ class OpenVINORunner(Runner):
         )
         self.path, self.device, self.hint = Path(path), device, hint
         self.threads, self.precision = threads, precision
+        self.artifact_label = self.path.name
         self.compiled: Any = None
 
-    def activate(self) -> None:
-        if self._active:
-            return
+    def _activate(self) -> None:
         ov = base.import_sdk("openvino", "openvino", "the OpenVINO runner")
         model_path = _model_file(base.check_artifact(self.path, "OpenVINO IR or ONNX model"))
         core = ov.Core()
@@ -82,37 +81,30 @@ class OpenVINORunner(Runner):
             config["INFERENCE_NUM_THREADS"] = self.threads
         compiled = core.compile_model(core.read_model(str(model_path)), self.device, config)
         port, shape = compiled.inputs[0], compiled.inputs[0].get_partial_shape()
-        self._shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
+        self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
         # A static batch has min == max; a dynamic one runs as is (no reshape), -1 = unbounded.
         lo, hi = shape[0].get_min_length(), shape[0].get_max_length()
-        self._batch = (max(1, lo), hi if hi > 0 else UNBOUNDED_BATCH)
-        self._dtype = port.get_element_type().to_dtype()
+        self.batch_range = (max(1, lo), hi if hi > 0 else UNBOUNDED_BATCH)
+        self.input_dtype = port.get_element_type().to_dtype()
         # An IR converted from our ONNX keeps its tensor names (logits, feat0..feat3).
         self._outputs = [out.get_any_name() for out in compiled.outputs]
         actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._precision = _PRECISION_NAMES.get(actual, actual)
         # One synchronous request: infer() is blocking; throughput hint only sizes streams.
         self._request, self.compiled = compiled.create_infer_request(), compiled
-        self._version, self._active = ov.__version__, True
+        self._version = ov.__version__
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self._request = self.compiled = None
-        super().deactivate()
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return next(iter(self.infer_all(batch).values()))
-
-    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self._require_active()
-        base.check_batch(batch, self._shape, self._batch, self.path.name)
-        result = self._request.infer({0: batch.astype(self._dtype, copy=False)})
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        result = self._request.infer({0: batch})
         return {
             name: np.asarray(result[port], dtype=np.float32)
             for name, port in zip(self._outputs, self.compiled.outputs, strict=True)
         }
 
-    def info(self) -> RunnerInfo:
-        self._require_active()
+    def _info(self) -> RunnerInfo:
         prop = self.compiled.get_property
         extra = {"hint": self.hint, "asked_precision": self.precision}
         extra["streams"] = prop("NUM_STREAMS")
@@ -124,7 +116,7 @@ class OpenVINORunner(Runner):
             self.device,
             self._precision,
             provider=self.device,
-            input_shape=self._shape,
-            batch_range=self._batch,
+            input_shape=self.input_shape,
+            batch_range=self.batch_range,
             extra=extra,
         )

@@ -6,9 +6,11 @@ available imports no SDK except TensorRT's own probe (it must load CUDA to know)
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,32 +45,70 @@ def _coreml_reason() -> str | None:
     return missing or coremltools_unsupported_reason()
 
 
-_REASONS: dict[Runtime, Callable[[], str | None]] = {
-    Runtime.TORCH: lambda: None,  # torch is a required dependency
-    Runtime.ONNXRUNTIME: lambda: _sdk_reason("onnxruntime", "onnx", "the ONNX Runtime runner"),
-    Runtime.OPENVINO: lambda: _sdk_reason("openvino", "openvino", "the OpenVINO runner"),
-    Runtime.TENSORRT: _tensorrt_reason,
-    Runtime.COREML: _coreml_reason,
-}
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """One runtime, registered once: its runner (imported only when opened), why it cannot
+    run here (None: it can), and the distributions whose versions reports record."""
+
+    runtime: Runtime
+    runner: str  # "module:Class", relative to this package
+    reason: Callable[[], str | None]
+    packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> dists
+    controls_threads: bool = True  # False: takes ``threads`` for uniformity, ignores it
+
+    def runner_class(self) -> type[Runner]:
+        module, _, cls = self.runner.partition(":")
+        return getattr(importlib.import_module(module, __package__), cls)
+
+
+RUNTIMES: tuple[RuntimeSpec, ...] = (
+    # torch is a required dependency: it always runs.
+    RuntimeSpec(Runtime.TORCH, ".torch_runner:TorchRunner", lambda: None),
+    RuntimeSpec(
+        Runtime.ONNXRUNTIME,
+        ".onnxruntime:OnnxRuntimeRunner",
+        lambda: _sdk_reason("onnxruntime", "onnx", "the ONNX Runtime runner"),
+        {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")},
+    ),
+    RuntimeSpec(
+        Runtime.OPENVINO,
+        ".openvino:OpenVINORunner",
+        lambda: _sdk_reason("openvino", "openvino", "the OpenVINO runner"),
+        {"openvino": ("openvino",)},
+    ),
+    RuntimeSpec(
+        Runtime.TENSORRT,
+        ".tensorrt:TensorRTRunner",
+        _tensorrt_reason,
+        {
+            "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+            "tensorrt-rtx": ("tensorrt-rtx-cu12-bindings",),
+        },
+        controls_threads=False,  # the GPU does the work
+    ),
+    RuntimeSpec(
+        Runtime.COREML,
+        ".coreml:CoreMLRunner",
+        _coreml_reason,
+        {"coremltools": ("coremltools",)},
+        controls_threads=False,  # Core ML schedules its own threads
+    ),
+)
+_BY_RUNTIME = {spec.runtime: spec for spec in RUNTIMES}
+
+
+def runtime_spec(runtime: Runtime | str) -> RuntimeSpec:
+    return _BY_RUNTIME[parse_runtime(runtime)]
 
 
 def available_runtimes() -> dict[str, str | None]:
     """Every runtime name -> None if it can run here, else the reason it cannot."""
-    return {runtime.value: _REASONS[runtime]() for runtime in Runtime}
+    return {spec.runtime.value: spec.reason() for spec in RUNTIMES}
 
 
-def _runner_class(runtime: Runtime) -> type[Runner]:
-    if runtime is Runtime.TORCH:
-        from .torch_runner import TorchRunner as cls
-    elif runtime is Runtime.ONNXRUNTIME:
-        from .onnxruntime import OnnxRuntimeRunner as cls
-    elif runtime is Runtime.OPENVINO:
-        from .openvino import OpenVINORunner as cls
-    elif runtime is Runtime.TENSORRT:
-        from .tensorrt import TensorRTRunner as cls
-    else:
-        from .coreml import CoreMLRunner as cls
-    return cls
+def runtime_packages() -> dict[str, tuple[str, ...]]:
+    """Every runtime's SDK distributions (name reported -> distributions to try)."""
+    return {name: dists for spec in RUNTIMES for name, dists in spec.packages.items()}
 
 
 def parse_runtime(runtime: Runtime | str) -> Runtime:
@@ -94,4 +134,4 @@ def open_runner(runtime: Runtime | str, artifact: Any, **options: Any) -> Runner
             f"runtime {runtime.value!r} opens {wanted}, got {type(artifact).__name__}: "
             "pass an exported artifact's path for the SDK runtimes, the model for 'torch'"
         )
-    return _runner_class(runtime)(artifact, **options)
+    return _BY_RUNTIME[runtime].runner_class()(artifact, **options)

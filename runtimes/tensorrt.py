@@ -119,11 +119,10 @@ class TensorRTRunner(Runner):
         if flavour is not None:
             base.check_options(flavour=(flavour, (FLAVOUR_TENSORRT, FLAVOUR_RTX)))
         self.engine_path, self.device, self.flavour = Path(engine_path), device, flavour
+        self.artifact_label = self.engine_path.name
         self._engine: Any = None  # set by activate(), with _context, _stream, _inputs, ...
 
-    def activate(self) -> None:
-        if self._active:
-            return
+    def _activate(self) -> None:
         # The file first: a wrong path is worth one clear line on any machine, GPU or not.
         base.check_artifact(self.engine_path, "TensorRT engine")
         record = engine_record(self.engine_path) or {}
@@ -146,7 +145,7 @@ class TensorRTRunner(Runner):
         dtypes = [self._engine.get_tensor_dtype(n).name for n in self._inputs + self._outputs]
         self._precision = precision_words(record.get("precision"), dtypes)
         self._precision_source = "manifest" if record.get("precision") else "engine I/O types"
-        self._active = True
+        self.input_shape, self.batch_range = self._input_shape(), self._batch_range()
 
     def _load(self, trt: Any, torch: Any) -> None:
         self._device_name = torch.cuda.get_device_name(self.device)
@@ -185,12 +184,10 @@ class TensorRTRunner(Runner):
         lo, _, hi = self._engine.get_tensor_profile_shape(self._inputs[0], 0)
         return lo[0], hi[0]
 
-    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the engine by name (float outputs as float32)."""
         import torch
 
-        self._require_active()
-        base.check_batch(batch, self._input_shape(), self._batch_range(), self.engine_path.name)
         # TensorRT reads raw memory at data_ptr(): a transposed or sliced view would be read
         # in storage order, i.e. wrong. A dense copy on the host keeps the device copy dense.
         host = torch.from_numpy(np.ascontiguousarray(batch))
@@ -213,19 +210,14 @@ class TensorRTRunner(Runner):
                 for n, y in outs.items()
             }
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """The first output (the logits, or a backbone's first map)."""
-        return self.infer_all(batch)[self._outputs[0]]
-
-    def info(self) -> RunnerInfo:
-        self._require_active()
+    def _info(self) -> RunnerInfo:
         return RunnerInfo(
             runtime=self._flavour,
             version=str(self._trt.__version__),
             device=f"cuda:{self.device} ({self._device_name})",
             precision=self._precision,
-            input_shape=self._input_shape(),
-            batch_range=self._batch_range(),
+            input_shape=self.input_shape,
+            batch_range=self.batch_range,
             extra={
                 "engine": str(self.engine_path),
                 "outputs": list(self._outputs),
@@ -233,7 +225,6 @@ class TensorRTRunner(Runner):
             },
         )
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         # Context (device memory) before engine, then the stream they ran on.
         self._context = self._engine = self._stream = None
-        super().deactivate()

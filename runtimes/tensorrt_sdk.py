@@ -6,7 +6,7 @@ runtimes side of the layering.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from types import ModuleType
 from typing import Any
 
@@ -15,7 +15,7 @@ from partialnet.errors import missing_dependency
 FLAVOUR_TENSORRT = "tensorrt"
 FLAVOUR_RTX = "tensorrt-rtx"
 
-Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def import_tensorrt() -> tuple[ModuleType, str]:
@@ -38,26 +38,26 @@ def import_tensorrt() -> tuple[ModuleType, str]:
 _LOGGER_CLASSES: dict[str, type] = {}
 
 
-def make_logger(trt: ModuleType, progress: Progress | None = None) -> Any:
-    """An ``ILogger`` that keeps warnings/errors for messages and prints nothing.
+def make_logger(trt: ModuleType) -> Any:
+    """An ``ILogger`` that keeps warnings/errors for messages and prints nothing itself.
 
-    INFO lines go to ``progress`` when given; VERBOSE lines are dropped. The class is made
-    per module because each SDK has its own ``ILogger`` base.
+    INFO lines go to this module's logger at DEBUG (the build's chatter, not the export's
+    progress); VERBOSE lines are dropped. The class is made per module because each SDK has
+    its own ``ILogger`` base.
     """
     cls = _LOGGER_CLASSES.get(trt.__name__)
     if cls is None:
         cls = _logger_class(trt)
         _LOGGER_CLASSES[trt.__name__] = cls
-    return cls(progress)
+    return cls()
 
 
 def _logger_class(trt: ModuleType) -> type:
     sev = trt.ILogger.Severity
 
     class CollectingLogger(trt.ILogger):
-        def __init__(self, progress: Progress | None) -> None:
+        def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.progress = progress
             self.errors: list[str] = []
             self.warnings: list[str] = []
 
@@ -67,7 +67,7 @@ def _logger_class(trt: ModuleType) -> type:
                 self.errors.append(line)
             elif severity == sev.WARNING:
                 self.warnings.append(line)
-            elif severity == sev.INFO and self.progress is not None:
-                self.progress(line)
+            elif severity == sev.INFO:
+                log.debug("%s", line)
 
     return CollectingLogger

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from partialnet.errors import UsageError
+from partialnet.outputs import name_outputs
 
-from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, check_batch, check_options
+from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, check_options
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -19,14 +20,6 @@ def _model_precision(model: nn.Module) -> str:
         return declared
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     return "fp16" if param is not None and param.dtype == torch.float16 else "fp32"
-
-
-def _named(out: Tensor | tuple[Tensor, ...] | list[Tensor]) -> tuple[list[str], list[Tensor]]:
-    """Output names as the ONNX export gives them: ``logits``, or a backbone's
-    ``feat0``.. in stride order (partialnet.export.targets.onnx.convert.output_names)."""
-    if isinstance(out, (tuple, list)):
-        return [f"feat{i}" for i in range(len(out))], list(out)
-    return ["logits"], [out]
 
 
 class TorchRunner(Runner):
@@ -60,39 +53,35 @@ class TorchRunner(Runner):
             chans = conv.in_channels if conv is not None else -1
         h, w = getattr(model, "input_size", (-1, -1))  # inference form is built for one size
         self.input_shape = (-1, chans, h, w)
+        self.artifact_label = type(model).__name__
         # partialnet's inference form casts at its own edges (float32 in and out); a plain
         # module converted with .half() needs float16 input.
         self._in_dtype = torch.float32 if hasattr(model, "precision") else _DTYPES[precision]
 
-    def activate(self) -> None:
-        if self._active:
-            return
+    def _activate(self) -> None:
         if self.threads is not None:
             self._saved_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
         self._was_training = self.model.training
         self.model.eval()
-        self._active = True
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         if self._active:
             self.model.train(self._was_training)
             if self._saved_threads is not None:
                 torch.set_num_threads(self._saved_threads)
                 self._saved_threads = None
-        super().deactivate()
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return next(iter(self.infer_all(batch).values()))
-
-    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self._require_active()
-        check_batch(batch, self.input_shape, (1, UNBOUNDED_BATCH), type(self.model).__name__)
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             out = self.model(torch.from_numpy(batch).to(self._in_dtype))
-        return {name: t.float().numpy() for name, t in zip(*_named(out), strict=True)}
+        # Named as every export names them (partialnet.outputs).
+        return {name: t.float().numpy() for name, t in name_outputs(out).items()}
 
     def info(self) -> RunnerInfo:
+        return self._info()  # describes the model whether or not the runner is active
+
+    def _info(self) -> RunnerInfo:
         return RunnerInfo(
             runtime=self.name,
             version=torch.__version__,

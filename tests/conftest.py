@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -118,3 +120,26 @@ def small_disk(tmp_path: Path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def corrupt_coreml_weight(package: Path) -> Path:
+    """Negate the first 16 values of the stem's weight blob inside a saved ML program's
+    weight.bin (a subtle defect the parity rules must catch; needs coremltools)."""
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(package))
+    block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
+    const = next(
+        op for op in block.operations if op.type == "const" and "stem" in op.outputs[0].name
+    )
+    blob = package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    data = bytearray(blob.read_bytes())
+    # Blob metadata: sentinel u32, dtype u32, size in bytes u64, data offset u64.
+    sentinel, _, size, offset = struct.unpack_from(
+        "<IIQQ", data, const.attributes["val"].blobFileValue.offset
+    )
+    assert sentinel == 0xDEADBEEF and size >= 64
+    values = np.frombuffer(data, np.float32, count=16, offset=offset)
+    data[offset : offset + 64] = (-values).tobytes()
+    blob.write_bytes(bytes(data))
+    return package

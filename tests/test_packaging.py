@@ -132,7 +132,13 @@ def test_installing_keeps_the_users_torch(wheel: Path, tmp_path: Path) -> None:
             text=True,
         ).stdout.strip()
     )
-    for name, version in (("torch", "2.14.0"), ("numpy", "2.0.0"), ("pillow", "11.0.0")):
+    installed = (
+        ("torch", "2.14.0"),
+        ("numpy", "2.0.0"),
+        ("pillow", "11.0.0"),
+        ("packaging", "24.0"),
+    )
+    for name, version in installed:
         _fake_distribution(site_packages, name, version)
     report = tmp_path / "report.json"
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run"]

@@ -15,7 +15,8 @@ from partialnet.bench.check.plan import Planned
 from partialnet.bench.perf.measure import ProgressLine, measure_runner
 from partialnet.export.gate.parity import ParityResult, infer_in_batches, judge
 from partialnet.export.gate.reference import Reference
-from partialnet.export.options import Precision, runtime_of
+from partialnet.export.options import Precision
+from partialnet.export.targets import runtime_of
 
 # The figures that must equal the gate's on the export machine (the rest is description).
 PARITY_FIGURES = (

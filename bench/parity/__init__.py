@@ -5,10 +5,13 @@ The reference is the eager (training-form) model in fp32 on the export gate's se
 of its cells; each cell is judged by the gate's own ``compare`` and tolerances. ``torch``
 runs the inference form (``reparameterize``, plus ``to_fp16`` for fp16) through the torch
 runner; ``onnxruntime``/``openvino`` run the artifacts of one ``export(targets="onnx,openvino",
-verify=False)`` per variant and precision, or those listed in ``--artifacts DIR``'s manifest;
-``tensorrt``/``coreml`` are exported only when asked for and able to run here. A runtime
-that cannot run here gives an ``unavailable`` cell with the reason, never a number that was
-not measured; any other exception gives an ``error`` cell (exit 1, like a ``fail``).
+verify=False)`` per variant and precision; the other targets' runtimes (those not
+``parity_default`` in their spec) are exported only when asked for and able to run here.
+``--artifacts DIR`` checks every artifact its manifests list, each with its target's runtime
+(``--runtimes`` narrows it). A runtime that cannot run here gives an ``unavailable`` cell
+with the reason, never a number that was not measured; any other exception gives an
+``error`` cell (exit 1, like a ``fail``); an ``--artifacts`` run that checked no artifact at
+all says so and exits 1.
 
 parity.json: ``{"environment", "tolerances", "cells", "timing"}``. Each cell has ``variant,
 runtime, precision, status (pass|fail|unavailable|error), max_abs, max_rel, cosine,
@@ -45,15 +48,19 @@ from partialnet.bench.parity.sources import Source, sources_from_args
 from partialnet.errors import UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.gate import parity as gate
-from partialnet.export.options import Precision
+from partialnet.export.options import DEFAULT_CALIBRATION_IMAGES, Precision
+from partialnet.export.options import PRECISIONS as PRECISIONS_SPECS
+from partialnet.export.targets import TARGETS
 from partialnet.runtimes import available_runtimes
 from partialnet.runtimes.base import Runtime
 
 PROG = "partialnet-bench parity"
-RUNTIMES = tuple(r.value for r in Runtime)
-DEFAULT_RUNTIMES = ("onnxruntime", "openvino", "torch")
+RUNTIMES = (Runtime.TORCH.value, *(spec.runtime.value for spec in TARGETS))
+# Exported here by default: the targets whose runtimes run on any CPU; the others when asked.
+DEFAULT_RUNTIMES = (*(s.runtime.value for s in TARGETS if s.parity_default), Runtime.TORCH.value)
 PRECISIONS = tuple(p.value for p in Precision)
-DEFAULT_PRECISIONS = ("fp32", "fp16")  # int8 needs calibration images
+# Those that need no calibration images.
+DEFAULT_PRECISIONS = tuple(p.value for p, s in PRECISIONS_SPECS.items() if not s.needs_calibration)
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 
@@ -75,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--runtimes",
         type=comma_choices("runtime", RUNTIMES),
-        help=f"of {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)})",
+        help=f"of {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)}; with "
+        "--artifacts, torch and the runtime of every artifact its manifests list)",
     )
     add(
         "--precisions",
@@ -126,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--calibration-images",
         type=_positive,
-        default=300,
+        default=DEFAULT_CALIBRATION_IMAGES,
         help="a seeded sample of this many calibration images (default %(default)s)",
     )
     add(
@@ -139,12 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plan(args: argparse.Namespace, sources: list[Source]) -> tuple[list[str], list[str]]:
-    runtimes = args.runtimes or list(DEFAULT_RUNTIMES)
-    precisions = args.precisions
-    if precisions is None and args.artifacts is not None:  # what the manifests hold
-        held = {p for s in sources for (_, p) in s.given or {}}
-        precisions = [p for p in PRECISIONS if p in held]
-    return runtimes, precisions or list(DEFAULT_PRECISIONS)
+    runtimes, precisions = args.runtimes, args.precisions
+    if args.artifacts is not None:  # what the manifests hold, each by its target's runtime
+        if runtimes is None:
+            held_runtimes = {r for s in sources for (r, _) in s.given or {}}
+            runtimes = ["torch", *(r for r in RUNTIMES if r in held_runtimes)]
+        if precisions is None:
+            held = {p for s in sources for (_, p) in s.given or {}}
+            precisions = [p for p in PRECISIONS if p in held]
+    return runtimes or list(DEFAULT_RUNTIMES), precisions or list(DEFAULT_PRECISIONS)
+
+
+def _checked_nothing(cells: list[Cell]) -> str | None:
+    """Why an --artifacts run checked no artifact (every artifact cell unavailable), or None."""
+    artifact_cells = [c for c in cells if c.runtime != "torch"]
+    if any(c.status != "unavailable" for c in artifact_cells):
+        return None
+    if not artifact_cells:
+        return "no artifact cell was asked for (--runtimes names no artifact's runtime)"
+    reasons = sorted({f"{c.runtime}: {c.reason}" for c in artifact_cells})
+    return "every artifact was unavailable here (" + "; ".join(reasons) + ")"
 
 
 def _check_folders(sources: list[Source], args: argparse.Namespace) -> None:
@@ -224,6 +246,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         f"\n{summary(cells)} in {timing['total_seconds']:.1f} s; "
         f"wrote {args.output / 'parity.json'} and parity.md"
     )
+    nothing = _checked_nothing(cells) if args.artifacts is not None else None
+    if nothing is not None:
+        print(f"{PROG}: checked no artifact of {args.artifacts}: {nothing}", file=sys.stderr)
+        return 1
     return 1 if any(c.status in ("fail", "error") for c in cells) else 0
 
 

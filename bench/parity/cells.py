@@ -20,8 +20,11 @@ from partialnet.bench.parity.report import Cell, cell_text, one_line
 from partialnet.bench.parity.sources import Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
 from partialnet.export.gate import parity as gate
-from partialnet.export.options import Precision, target_of
-from partialnet.runtimes import RuntimeUnavailableError, open_runner
+from partialnet.export.options import Precision, needs_calibration
+from partialnet.export.targets import spec_for_runtime, target_of
+from partialnet.outputs import name_outputs
+from partialnet.runtimes import Runtime, RuntimeUnavailableError, open_runner
+from partialnet.runtimes.registry import runtime_spec
 
 PROG = "partialnet-bench parity"
 STALE_NOTE = "sha256 differs from manifest.json (the file changed after export)"
@@ -35,7 +38,8 @@ def source_images(
     precisions, so every precision is checked on the same images), else seeded noise."""
     from partialnet.export.gate.inputs import load_inputs
 
-    wanted = Precision.INT8 if "int8" in precisions else Precision.FP32
+    calibrated = [Precision(p) for p in precisions if needs_calibration(p)]
+    wanted = calibrated[0] if calibrated else Precision.FP32
     inputs = load_inputs(
         meta,
         source.chw,
@@ -58,7 +62,7 @@ def reference_outputs(
     for i in range(0, len(inputs), batch):
         out = eager(torch.from_numpy(inputs[i : i + batch]))
         if isinstance(out, (tuple, list)):
-            outs.append({f"feat{j}": t.float().numpy() for j, t in enumerate(out)})
+            outs.append({k: t.float().numpy() for k, t in name_outputs(out).items()})
         else:
             outs.append(out.float().numpy())
     if isinstance(outs[0], dict):
@@ -80,17 +84,17 @@ def _torch_form(
 def _runner_options(
     runtime: str, precision: str, threads: int | None, ov_precision: str | None = None
 ) -> dict[str, Any]:
+    """The options the export gate opens the runtime with (the target spec's), the torch
+    runner's precision, an asked OpenVINO execution precision and the thread count."""
     options: dict[str, Any] = {}
-    if runtime == "torch":
+    spec = spec_for_runtime(runtime)
+    if spec is None:  # torch
         options["precision"] = precision
-    elif runtime == "openvino":
-        # The artifact's own precision (f32 for fp32 and for int8's unquantized ops), unless
-        # asked otherwise: OpenVINO's own choice is bf16 on some CPUs.
-        own = "fp16" if precision == Precision.FP16.value else "fp32"
-        options["precision"] = ov_precision or own
-    elif runtime == "onnxruntime":
-        options["allow_spinning"] = False  # the cells follow torch's reference on the same cores
-    if threads and runtime in ("torch", "onnxruntime", "openvino"):
+    else:
+        options |= spec.runner_options(Precision(precision))
+    if ov_precision is not None and runtime == Runtime.OPENVINO.value:
+        options["precision"] = ov_precision  # else the artifact's own (bf16 is OpenVINO's pick)
+    if threads and runtime_spec(runtime).controls_threads:
         options["threads"] = threads
     return options
 

@@ -4,8 +4,8 @@ the reference and the torch cells."""
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
-import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -16,7 +16,9 @@ import torch
 from partialnet.bench.parity.report import Cell, one_line
 from partialnet.bench.parity.sources import ModelSpec, Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
-from partialnet.export.options import runtime_of, target_of
+from partialnet.export.cli_logging import progress_to_stderr
+from partialnet.export.options import needs_calibration
+from partialnet.export.targets import runtime_of, spec_for_runtime, spec_of
 
 PROG = "partialnet-bench parity"
 
@@ -47,30 +49,27 @@ def export_job(
         _WORKER_MODEL[spec] = spec.build()
     model = _WORKER_MODEL[spec]
 
-    def say(message: str) -> None:
-        if RANDOM_WEIGHTS_NOTE not in message:  # said once, at the start
-            print(
-                f"{PROG}:   export {label} {precision}: {message.strip()}",
-                file=sys.stderr,
-                flush=True,
-            )
+    def line(_record: logging.LogRecord, text: str) -> str | None:
+        if RANDOM_WEIGHTS_NOTE in text:  # said once, at the start
+            return None
+        return f"{PROG}:   export {label} {precision}: {text.strip()}"
 
     found: dict[str, Any] = {}
     for targets, shape in groups:
         try:
-            manifest = export(
-                model,
-                targets=targets,
-                precision=precision,
-                imgsz=chw[1:],
-                verify=False,
-                output_dir=out_dir,
-                replace=True,  # the parity run's own folder: a rerun's model takes it over
-                progress=say,
-                features=spec.features,
-                **shape,
-                **((data or {}) if precision == "int8" else {}),
-            )
+            with progress_to_stderr(line):
+                manifest = export(
+                    model,
+                    targets=targets,
+                    precision=precision,
+                    imgsz=chw[1:],
+                    verify=False,
+                    output_dir=out_dir,
+                    replace=True,  # the parity run's own folder: a rerun's model takes it over
+                    features=spec.features,
+                    **shape,
+                    **((data or {}) if needs_calibration(precision) else {}),
+                )
         except MissingDependencyError as exc:
             found |= dict.fromkeys(targets, ("unavailable", f"cannot run here: {one_line(exc)}"))
             continue
@@ -79,7 +78,7 @@ def export_job(
             found |= dict.fromkeys(targets, ("error", reason))
             continue
         for record in manifest.artifacts:
-            if record.details.get("flavour") == "tensorrt" and record.target == "onnx":
+            if not spec_of(record.target).for_runtime(record.details):
                 continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
             if record.precision == precision and record.target in targets:
                 found[record.target] = str(Path(out_dir) / record.path)
@@ -112,10 +111,12 @@ class Exporter:
             self.pool = None
             return
         batch = args.batch
-        flexible = [target_of(r) for r in runtimes if r != "coreml"]
+        specs = [s for s in map(spec_for_runtime, runtimes) if s is not None]
+        flexible = [s.name for s in specs if s.dynamic_batch]
         groups = [(flexible, {"dynamic_batch": (1, batch, batch)} if batch > 1 else {"batch": 1})]
-        if "coreml" in runtimes:  # CoreML takes a fixed batch only
-            groups.append((["coreml"], {"batch": batch}))
+        fixed = [s.name for s in specs if not s.dynamic_batch]  # a fixed batch only
+        if fixed:
+            groups.append((fixed, {"batch": batch}))
         groups = [g for g in groups if g[0]]
         data = {
             "eval_data": args.eval_data,

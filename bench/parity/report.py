@@ -28,7 +28,7 @@ class Cell:
     min_image_cosine: float | None = None
     inputs: str | None = None  # seeded noise, eval images or calibration images
     accuracy: dict[str, Any] | None = None  # with labelled images: top1, top5, reference_top1
-    simulated: bool = False  # CoreML off macOS: the MIL reference interpreter, not a device
+    simulated: bool = False  # the runner simulated the device (info().extra['simulated'])
     outputs: int | None = None  # a backbone: how many maps were each checked (worst shown)
     seconds: float | None = None
     cpu_seconds: float | None = None  # this process's CPU time (all threads) in the cell
@@ -41,28 +41,7 @@ def tolerances() -> dict[str, Any]:
         "reference": "the eager (training-form) model in fp32, on the same images",
         "inputs": "eval images when given, else calibration images, else the export gate's "
         f"seeded standard-normal NCHW images (numpy default_rng({gate.PARITY_SEED}))",
-        "fp32": {
-            "max_rel": gate.FP32_MAX_REL,
-            "min_cosine": gate.FP32_MIN_COSINE,
-            "rule": "max|diff| <= max_rel x max|ref| and cosine >= min_cosine",
-        },
-        "fp16": {
-            "min_cosine": gate.FP16_MIN_COSINE,
-            "min_top1_agreement": gate.FP16_MIN_TOP1,
-            "rule": "cosine >= min_cosine pooled and per image; top-1 agreement on at least "
-            "ceil(min_top1_agreement x images) images, where a flip counts as agreement only "
-            "if that image's reference margin between the two classes is <= its measured "
-            "max |candidate - reference| (top1_agreement_lenient; strict: top1_agreement). "
-            "Applies to bf16 execution too.",
-        },
-        "int8": {
-            "max_top1_drop": gate.INT8_MAX_TOP1_DROP,
-            "min_top1_agreement": gate.INT8_MIN_TOP1,
-            "min_image_cosine": gate.INT8_MIN_IMAGE_COSINE,
-            "rule": "with labels: top-1 accuracy >= the eager fp32 model's - max_top1_drop; "
-            "without: strict top-1 agreement >= min_top1_agreement and every image's cosine "
-            ">= min_image_cosine",
-        },
+        **{p.value: dict(rule) for p, rule in gate.GATE_RULES.items()},
     }
 
 

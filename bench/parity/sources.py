@@ -14,7 +14,7 @@ import torch
 import partialnet
 from partialnet.errors import UsageError
 from partialnet.export.files import sha256_path
-from partialnet.export.options import runtime_of
+from partialnet.export.targets import runtime_of, spec_of
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,9 @@ def _artifact_sources(args: argparse.Namespace) -> list[Source]:
         # before any is hashed or loaded: a FIFO would hang the hash, /etc/passwd leaks.
         paths = [resolve_artifact(directory, r, i) for i, r in enumerate(manifest.artifacts)]
         for record, path in zip(manifest.artifacts, paths, strict=True):
-            if record.details.get("flavour") == "tensorrt" and record.target == "onnx":
-                continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
-            runtime = runtime_of(record.target)
-            if runtime is not None:
+            runtime = runtime_of(record.target)  # None: a target this install does not know
+            # int8: the ONNX Runtime cell checks the ONNX Runtime flavour (for_runtime)
+            if runtime is not None and spec_of(record.target).for_runtime(record.details):
                 source.given[(runtime, record.precision)] = path
                 if sha256_path(path) != record.sha256:
                     source.stale.add(path)

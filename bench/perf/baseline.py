@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from partialnet.export.targets.onnx.convert import quiet_onnx_exporter
+from partialnet.export.targets.onnx.convert import INPUT_NAME, quiet_onnx_exporter
+from partialnet.outputs import LOGITS
 
 
 def export_eager_onnx(
@@ -23,8 +24,8 @@ def export_eager_onnx(
         program = torch.onnx.export(
             model.eval(),
             (sample,),
-            input_names=["input"],
-            output_names=["logits"],
+            input_names=[INPUT_NAME],
+            output_names=[LOGITS],
             opset_version=opset,
             dynamo=True,
             verbose=False,

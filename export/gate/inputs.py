@@ -20,7 +20,7 @@ import numpy as np
 from partialnet.config import ModelMeta
 from partialnet.errors import UsageError
 from partialnet.export.gate.parity import PARITY_IMAGES, GateImages, noise_images
-from partialnet.export.options import Precision
+from partialnet.export.options import DEFAULT_CALIBRATION_IMAGES, PRECISIONS, Precision
 
 EVAL_IMAGES = "eval images"
 CALIBRATION_IMAGES = "calibration images"
@@ -51,7 +51,7 @@ def load_inputs(
     *,
     eval_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
-    calibration_images: int = 300,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     noise_count: int = PARITY_IMAGES,
 ) -> ExportInputs:
     """Read, check and preprocess the folders; raises a DataError (a UsageError) naming the
@@ -62,10 +62,11 @@ def load_inputs(
     from partialnet.images import split_held_out
     from partialnet.transform import preprocess_batch, preprocessing_record
 
-    if precision is Precision.INT8 and calibration_data is None:
+    if PRECISIONS[precision].needs_calibration and calibration_data is None:
         raise UsageError(
-            "int8 needs calibration images: add --calibration-data DIR (a folder of images "
-            "like the ones the model will see; 300 are sampled by default)"
+            f"{precision.value} needs calibration images: add --calibration-data DIR (a "
+            "folder of images like the ones the model will see; "
+            f"{DEFAULT_CALIBRATION_IMAGES} are sampled by default)"
         )
     if calibration_images < 1:
         raise UsageError(f"--calibration-images must be >= 1, got {calibration_images}")

@@ -43,6 +43,33 @@ INT8_MIN_IMAGE_COSINE = 0.98
 
 NOISE = "seeded noise"
 
+# Each precision's rule: its numbers and, in words, how they are applied (compare() applies
+# them; reports print them). One entry per Precision.
+GATE_RULES: dict[Precision, dict[str, object]] = {
+    Precision.FP32: {
+        "max_rel": FP32_MAX_REL,
+        "min_cosine": FP32_MIN_COSINE,
+        "rule": "max|diff| <= max_rel x max|ref| and cosine >= min_cosine",
+    },
+    Precision.FP16: {
+        "min_cosine": FP16_MIN_COSINE,
+        "min_top1_agreement": FP16_MIN_TOP1,
+        "rule": "cosine >= min_cosine pooled and per image; top-1 agreement on at least "
+        "ceil(min_top1_agreement x images) images, where a flip counts as agreement only "
+        "if that image's reference margin between the two classes is <= its measured "
+        "max |candidate - reference| (top1_agreement_lenient; strict: top1_agreement). "
+        "Applies to bf16 execution too.",
+    },
+    Precision.INT8: {
+        "max_top1_drop": INT8_MAX_TOP1_DROP,
+        "min_top1_agreement": INT8_MIN_TOP1,
+        "min_image_cosine": INT8_MIN_IMAGE_COSINE,
+        "rule": "with labels: top-1 accuracy >= the eager fp32 model's - max_top1_drop; "
+        "without: strict top-1 agreement >= min_top1_agreement and every image's cosine "
+        ">= min_image_cosine",
+    },
+}
+
 
 @dataclass(frozen=True)
 class ParityResult:

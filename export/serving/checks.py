@@ -3,12 +3,16 @@ anything is written, and the Triton model repository laid out from the placed ar
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from partialnet.export.builders import BuiltArtifact, TargetContext
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import describe_os_error
 from partialnet.export.options import ExportOptions, Target
+from partialnet.export.targets import spec_of
+
+log = logging.getLogger(__name__)
 
 
 def check_serving_options(
@@ -61,7 +65,7 @@ def write_triton(
         target = artifact.target
         if not passed or target not in (Target.ONNX, Target.OPENVINO, Target.TRT):
             continue
-        if target is Target.ONNX and artifact.details.get("flavour") == "tensorrt":
+        if not spec_of(target).for_runtime(artifact.details):
             continue  # int8: Triton's ONNX Runtime serves the ONNX Runtime flavour
         # The placed artifact, proved inside the output directory like every reader's.
         path = resolve_artifact(out_dir, {"target": target.value, "path": artifact.name})
@@ -84,9 +88,8 @@ def write_triton(
             preprocessing=preprocessing,
             ov_threads=ov_threads,
             ov_hint=ov_hint,
-            warn=lambda msg: ctx.say(f"warning: {msg}"),
         )
     except OSError as exc:
         raise ExportFailure(describe_os_error(exc, "writing the Triton repository", repo)) from exc
     for directory in written:
-        ctx.say(f"      triton: wrote {directory}")
+        log.info("      triton: wrote %s", directory)

@@ -19,9 +19,10 @@ Each model directory is written beside its final name and renamed into place.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ _OV_TYPES = {
     "i8": "TYPE_INT8",
     "boolean": "TYPE_BOOL",
 }
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -162,12 +165,12 @@ def _check_batching(
 ) -> None:
     if dynamic_batch is None:
         return
-    lo, _, hi = dynamic_batch
+    lo, opt, hi = dynamic_batch
     if lo != 1:
         raise UsageError(
             f"dynamic batch {lo}..{hi}: Triton's dynamic batcher forms batches of 1 up to "
             "max_batch_size, so a Triton repository needs a batch range starting at 1 "
-            f"(e.g. --dynamic-batch 1,{hi},{hi})"
+            f"(e.g. --dynamic-batch 1:{opt}:{hi})"
         )
     static = [t.name for t in inputs if not t.shape or t.shape[0] != -1]
     if static:
@@ -274,7 +277,6 @@ def write_triton_repository(
     preprocessing: Mapping[str, Any] | None = None,
     ov_threads: int | None = None,
     ov_hint: str = "latency",
-    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write one Triton model per artifact under ``repo_dir``; returns the model directories.
 
@@ -308,14 +310,11 @@ def write_triton_repository(
             ov_hint=ov_hint,
         )
         planned.append((artifact, name, config))
-        if (
-            artifact.target is Target.TRT
-            and artifact.details.get("flavour") == "tensorrt-rtx"
-            and warn
-        ):
-            warn(
-                f"{name}: a TensorRT-RTX engine; Triton's tensorrt_plan backend loads engines "
-                "of full TensorRT built for the server's GPU and TensorRT version"
+        if artifact.target is Target.TRT and artifact.details.get("flavour") == "tensorrt-rtx":
+            log.warning(
+                "%s: a TensorRT-RTX engine; Triton's tensorrt_plan backend loads engines "
+                "of full TensorRT built for the server's GPU and TensorRT version",
+                name,
             )
     repo_dir.mkdir(parents=True, exist_ok=True)
     written = []

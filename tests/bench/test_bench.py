@@ -80,17 +80,16 @@ class MatmulRunner(Runner):
         self.threads, self.log = threads, log if log is not None else []
         self.w: np.ndarray | None = None
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         src = self.source
         self.w = np.load(src) if isinstance(src, Path) else np.asarray(src, np.float32)
-        self._active = True
         self.log.append(f"open {self.runtime}")
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         assert self._active and self.w is not None
-        return batch.reshape(len(batch), -1) @ self.w
+        return {"logits": batch.reshape(len(batch), -1) @ self.w}
 
-    def info(self) -> RunnerInfo:
+    def _info(self) -> RunnerInfo:
         return RunnerInfo(
             self.runtime,
             np.__version__,
@@ -102,10 +101,9 @@ class MatmulRunner(Runner):
             {"threads": self.threads},
         )
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self.w = None
         self.log.append(f"close {self.runtime}")
-        super().deactivate()
 
 
 # --- the timing loop --------------------------------------------------------------------------
@@ -461,6 +459,14 @@ def test_end_to_end_variant_t0_on_torch(tmp_path: Path) -> None:
     assert by_runtime["torch"]["flops_per_image"] > 0
     # torch-inference is measured once partialnet.reparameterize works; never a crash.
     assert set(by_runtime) == {"torch", "torch-inference"}
+    inference = by_runtime["torch-inference"]
+    assert inference["skipped"] is None, inference["skipped"]
+    assert inference["iterations"] == 3 and inference["batch"] == 1
+    latency = inference["latency_ms"]
+    assert latency["mean"] > 0 and latency["min"] <= latency["mean"] <= latency["max"]
+    # throughput = batch / mean latency (stated in bench.perf.report.measured_cell)
+    assert inference["throughput_ips"] == pytest.approx(1e3 / latency["mean"], rel=1e-6)
+    assert inference["flops_per_image"] > 0 and inference["peak_fraction"] > 0
     assert "torch" in report["environment"]["peak_gemm"]["gflops_per_s"]
     for name in ("report.md", "latency.png", "throughput.png"):
         assert (out / name).stat().st_size > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,50 @@ def test_an_unreadable_artifact_is_an_error_cell(
     assert "ERROR [1]" in stdout
 
 
+def test_artifacts_default_checks_every_listed_artifact_and_a_corrupted_coreml_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --runtimes, --artifacts checks the CoreML package its manifest lists (it was
+    left out once, and a corrupted package passed as 'nothing to check'); off macOS the
+    runner simulates it in the MIL interpreter."""
+    reason = available_runtimes()["coreml"]
+    if reason is not None:
+        pytest.skip(f"CoreML cannot run here: {reason}")
+    from conftest import corrupt_coreml_weight
+
+    from partialnet.export import export
+
+    artifacts = tmp_path / "t0"
+    manifest = export(variant="t0", targets="coreml", imgsz=64, output_dir=artifacts, verify=False)
+    (record,) = manifest.artifacts
+    corrupt_coreml_weight(artifacts / record.path)
+
+    out = tmp_path / "result"
+    code, stdout, _ = _run(
+        capsys, "--artifacts", str(artifacts), "--images", "2", "--output", str(out)
+    )
+    assert code == 1
+    cells = {c["runtime"]: c for c in _cells(out)}
+    assert set(cells) == {"torch", "coreml"}  # torch's inference form, and the one artifact
+    assert cells["torch"]["status"] == "pass"
+    bad = cells["coreml"]
+    # 16 of the stem's weights negated is > 10x the fp32 bound (test_coreml_interpreter).
+    assert bad["status"] == "fail" and bad["max_rel"] > gate.FP32_MAX_REL, bad
+    assert bad["simulated"] is (sys.platform != "darwin") and "FAIL" in stdout
+
+
+def test_an_artifacts_run_that_checks_no_artifact_exits_1(
+    t0_run: tuple[int, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifacts, _ = _copy_export(t0_run, tmp_path)  # ONNX only: nothing for OpenVINO to run
+    out = tmp_path / "result"
+    argv = ["--artifacts", str(artifacts), "--runtimes", "openvino", "--images", "2"]
+    code, _, err = _run(capsys, *argv, "--precisions", "fp32", "--output", str(out))
+    (cell,) = _cells(out)
+    assert cell["status"] == "unavailable" and "no openvino fp32 artifact" in cell["reason"]
+    assert code == 1 and "checked no artifact" in err and "no openvino fp32 artifact" in err
+
+
 def test_tensorrt_here_is_unavailable_not_a_failure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -194,11 +239,26 @@ def test_a_fixed_batch_artifact_gets_its_last_batch_padded_and_trimmed() -> None
 
 
 def test_inputs_are_the_export_gates_first_images() -> None:
-    chw = (3, 32, 32)
-    gate_batches = np.concatenate(list(gate.seeded_batches(chw, 8, 16)))
-    noise = gate.noise_images(chw, 8, 12)
-    assert noise.source == gate.NOISE and noise.labels is None
-    np.testing.assert_array_equal(noise.images, gate_batches[:12])
+    """The images a parity cell runs (--images 12, bench's own batch) are the first 12 of
+    those the export gate checks an artifact on (its 64, at the export's batch)."""
+    import argparse
+
+    import partialnet
+    from partialnet.bench.parity.cells import source_images
+    from partialnet.bench.parity.sources import ModelSpec, Source
+    from partialnet.export.gate.inputs import load_inputs
+    from partialnet.export.options import Precision
+
+    meta = partialnet.get_config("t0").meta
+    chw = (3, 64, 64)
+    args = argparse.Namespace(
+        images=12, batch=4, eval_data=None, calibration_data=None, calibration_images=300
+    )
+    cells = source_images(Source("t0", ModelSpec("t0"), chw), meta, ["fp32", "fp16"], args)
+    export_gate = load_inputs(meta, chw, Precision.FP32, 8).gate  # what export() checks on
+    assert cells.source == export_gate.source == gate.NOISE and cells.labels is None
+    assert len(cells.images) == 12 and len(export_gate.images) == gate.PARITY_IMAGES
+    np.testing.assert_array_equal(cells.images, export_gate.images[:12])
 
 
 def test_backbones_are_checked_output_by_output(

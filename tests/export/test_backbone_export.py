@@ -42,7 +42,6 @@ def test_backbone_exports_four_maps_in_stride_order(variant, tmp_path):
         dynamic_batch=(1, 2, 4),
         opset=18,
         metadata={},
-        warn=lambda m: None,
     )
     xml = tmp_path / "backbone.xml"
     export_openvino(onnx_path, xml.parent / "model.openvino", compress_to_fp16=False, metadata={})

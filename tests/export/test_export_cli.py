@@ -280,3 +280,30 @@ def test_help_documents_every_option() -> None:
         "(default:",
     ):
         assert option in text
+
+
+def test_help_states_each_default_at_most_once() -> None:
+    """An option whose help states its own default gets no second "(default: None)"."""
+    parser = cli.build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        text = formatter._expand_help(action) if action.help else ""
+        assert text.count("(default") <= 1 and "(default: None)" not in text, text
+
+
+def test_progress_is_logged_and_printed_by_the_cli(tmp_path: Path, capsys) -> None:
+    """The library logs to the 'partialnet' logger; the CLI prints those lines with their
+    elapsed time while it runs and leaves the logger as it found it."""
+    import logging
+
+    logger = logging.getLogger("partialnet")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    args = ["--variant", "t0", "--imgsz", "64", "--target", "onnx", "--no-verify"]
+    assert run_cli(*args, "--output", str(tmp_path)) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert any(line.endswith("reparameterize: t0 -> inference form at 64x64") for line in err)
+    assert any("] [1/1] onnx: exporting" in line for line in err)
+    assert any("onnx: placed" in line for line in err)
+    (random,) = [line for line in err if "RANDOM weights" in line]  # said once, as a warning
+    assert random.split("] ", 1)[1].startswith("warning: ")
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before

@@ -42,9 +42,7 @@ def _export(model: torch.nn.Module, size: int, path: Path) -> Path:
     from partialnet.export.targets.onnx.convert import export_onnx
 
     inference = partialnet.reparameterize(model, size)
-    export_onnx(
-        inference, path, batch=1, dynamic_batch=None, opset=18, metadata={}, warn=lambda m: None
-    )
+    export_onnx(inference, path, batch=1, dynamic_batch=None, opset=18, metadata={})
     return path
 
 

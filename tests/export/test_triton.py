@@ -7,6 +7,8 @@ test). No Triton server runs here: what is checked is the repository, not servin
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from conftest import randomize
 import partialnet
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.errors import ExportFailure
-from partialnet.export.options import Target
+from partialnet.export.options import Target, parse_dynamic_batch
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] absent")
 ort = pytest.importorskip("onnxruntime")
@@ -48,7 +50,6 @@ def _export(model: torch.nn.Module, directory: Path, dynamic: bool) -> dict[Targ
         dynamic_batch=DYNAMIC if dynamic else None,
         opset=18,
         metadata={},
-        warn=lambda m: None,
     )
     xml = directory / "model.xml"
     export_openvino(onnx_path, xml.parent / "model.openvino", compress_to_fp16=False, metadata={})
@@ -116,9 +117,9 @@ def _check_against_artifact(config, artifact: TritonArtifact, dynamic: bool) -> 
         assert rows == want
 
 
-def test_repository_configs_match_their_artifacts(classifier_artifacts, tmp_path):
+def test_repository_configs_match_their_artifacts(classifier_artifacts, tmp_path, caplog):
     dynamic, artifacts = classifier_artifacts
-    warnings: list[str] = []
+    caplog.set_level(logging.WARNING, logger="partialnet.export.serving.triton")
     written = write_triton_repository(
         tmp_path / "repo",
         "partialnet-t0",
@@ -127,7 +128,6 @@ def test_repository_configs_match_their_artifacts(classifier_artifacts, tmp_path
         preprocessing=PREPROCESSING,
         ov_threads=2,
         ov_hint="throughput",
-        warn=warnings.append,
     )
     names = ["partialnet-t0_onnx", "partialnet-t0_openvino", "partialnet-t0_trt"]
     assert [p.name for p in written] == names
@@ -160,6 +160,7 @@ def test_repository_configs_match_their_artifacts(classifier_artifacts, tmp_path
         if artifact.target is Target.TRT:
             assert params["tensorrt.flavour"] == artifact.details["flavour"]
     flavour = artifacts[-1].details["flavour"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert bool(warnings) == (flavour == "tensorrt-rtx")
 
 
@@ -190,8 +191,11 @@ def test_refusals_write_nothing(classifier_artifacts, tmp_path):
     with pytest.raises(UsageError, match="model name"):
         write_triton_repository(repo, "bad/name", artifacts)
     if dynamic:
-        with pytest.raises(UsageError, match="starting at 1"):
+        with pytest.raises(UsageError, match="starting at 1") as refused:
             write_triton_repository(repo, "m", artifacts, dynamic_batch=(2, 4, 8))
+        # The suggested fix is one the exporter's own parser takes (MIN:OPT:MAX).
+        suggested = re.search(r"--dynamic-batch (\S+?)\)", str(refused.value)).group(1)
+        assert parse_dynamic_batch(suggested) == (1, 4, 8)
     else:
         with pytest.raises(ExportFailure, match="fixed batch"):
             write_triton_repository(repo, "m", artifacts, dynamic_batch=DYNAMIC)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import struct
 import sys
 from pathlib import Path
 
@@ -32,6 +31,8 @@ from partialnet.export.targets.coreml.convert import (
 from partialnet.runtimes import RuntimeUnavailableError, available_runtimes, open_runner
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra [coreml])")
+from conftest import corrupt_coreml_weight  # noqa: E402
+
 from partialnet.runtimes.coreml_mil import (  # noqa: E402
     MilInterpreter,
     UnsupportedOpError,
@@ -125,29 +126,9 @@ def test_authors_checkpoint_reproduces_their_logits(packages, precision: str) ->
     assert result.passed, result.summary()
 
 
-def _corrupt_first_weight(package: Path) -> Path:
-    """Negate the first 16 values of the stem's weight blob inside weight.bin."""
-    spec = ct.utils.load_spec(str(package))
-    block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
-    const = next(
-        op for op in block.operations if op.type == "const" and "stem" in op.outputs[0].name
-    )
-    blob = package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
-    data = bytearray(blob.read_bytes())
-    # Blob metadata: sentinel u32, dtype u32, size in bytes u64, data offset u64.
-    sentinel, _, size, offset = struct.unpack_from(
-        "<IIQQ", data, const.attributes["val"].blobFileValue.offset
-    )
-    assert sentinel == 0xDEADBEEF and size >= 64
-    values = np.frombuffer(data, np.float32, count=16, offset=offset)
-    data[offset : offset + 64] = (-values).tobytes()
-    blob.write_bytes(bytes(data))
-    return package
-
-
 def test_corrupted_weight_fails_parity(packages, tmp_path: Path) -> None:
     good = packages.get("t0", 64, precision="fp32")
-    bad = _corrupt_first_weight(shutil.copytree(good, tmp_path / "bad.mlpackage"))
+    bad = corrupt_coreml_weight(shutil.copytree(good, tmp_path / "bad.mlpackage"))
     assert _parity(packages.model("t0"), good, 64, "fp32", images=2).passed
     result = _parity(packages.model("t0"), bad, 64, "fp32", images=2)
     # 16 of the stem's 1,536 weights negated: a subtle defect, still 10x over the fp32 bound.

@@ -36,9 +36,7 @@ def _onnx(model: torch.nn.Module, path: Path) -> Path:
     from partialnet.export.targets.onnx.convert import export_onnx
 
     inference = partialnet.reparameterize(model, SIDE)
-    export_onnx(
-        inference, path, batch=2, dynamic_batch=None, opset=18, metadata={}, warn=lambda m: None
-    )
+    export_onnx(inference, path, batch=2, dynamic_batch=None, opset=18, metadata={})
     return path
 
 

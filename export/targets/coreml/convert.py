@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +27,18 @@ import torch
 from torch import Tensor, nn
 
 import partialnet
-from partialnet.errors import UsageError, missing_dependency
+from partialnet import outputs
+from partialnet.errors import UsageError, first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir, check_destination
 from partialnet.export.targets.coreml.spec import spec_summary
 from partialnet.inference import InferencePartialNet
+from partialnet.quiet import muted
+from partialnet.runtimes.base import import_sdk
 
 TENSOR_INPUT = "input"
 IMAGE_INPUT = "image"
-LOGITS_OUTPUT = "logits"
+LOGITS_OUTPUT = outputs.LOGITS
 # A Core ML classifier's dictionary output is documented as probabilities, so with class
 # labels a softmax is appended to the logits; its tensor feeds coremltools' `classify` op,
 # whose outputs are the label and the label -> probability dictionary (named by coremltools
@@ -54,7 +57,7 @@ ML_PROGRAM_TARGETS: tuple[str, ...] = (
 _NEURAL_NETWORK_ONLY = ("iOS13", "iOS14", "macOS10_15", "macOS10_16", "macOS11", "watchOS6")
 _NEURAL_NETWORK_ONLY += ("watchOS7", "tvOS13", "tvOS14")
 
-Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -168,20 +171,9 @@ def wrap_for_coreml(model: InferencePartialNet, options: CoreMLOptions) -> nn.Mo
 
 def output_names(model: InferencePartialNet, options: CoreMLOptions) -> list[str]:
     """The traced model's output tensors (a classifier's package exposes CLASSIFIER_OUTPUTS)."""
-    if model.feature_norms is not None:
-        return [f"feat{i}" for i in range(4)]
-    return [PROBABILITIES_OUTPUT if options.class_labels is not None else LOGITS_OUTPUT]
-
-
-def _import_coremltools() -> Any:
-    # Off macOS coremltools logs a warning per native proxy it cannot load, and warns that
-    # this torch is newer than it was tested with; neither is actionable for an export.
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    try:
-        import coremltools as ct
-    except ImportError:
-        raise missing_dependency("coremltools", "coreml", "CoreML export") from None
-    return ct
+    if options.class_labels is not None and not outputs.is_backbone(model):
+        return [PROBABILITIES_OUTPUT]
+    return outputs.output_names(model)
 
 
 def _check_request(model: nn.Module, path: Path, options: CoreMLOptions) -> None:
@@ -216,7 +208,6 @@ def export_coreml(
     model: InferencePartialNet,
     path: Path,
     options: CoreMLOptions,
-    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Convert ``model`` (fp32 inference form) to an ML program saved at ``path``.
 
@@ -224,11 +215,10 @@ def export_coreml(
     failure leaves an earlier package at ``path`` as it was. Returns facts for the manifest.
     Raises UsageError for a bad request, ExportFailure when tracing or conversion fails.
     """
-    say = progress or (lambda _msg: None)
     path = Path(path)
     _check_request(model, path, options)
     check_destination(path, is_dir=True)
-    ct = _import_coremltools()
+    ct = import_sdk("coremltools", "coreml", "CoreML export")
     target = getattr(ct.target, options.minimum_deployment_target, None)
     if target is None:
         raise UsageError(
@@ -236,13 +226,14 @@ def export_coreml(
             f"{options.minimum_deployment_target}: upgrade coremltools or choose an older target"
         )
     started = time.perf_counter()
-    say("coreml: torch.export of the inference form")
+    log.debug("coreml: torch.export of the inference form")
     program = _torch_export(wrap_for_coreml(model, options), model, options.batch)
-    say(f"coreml: converting to an ML program ({options.precision})")
-    mlmodel = _convert(ct, program, model, options, target)
+    log.debug("coreml: converting to an ML program (%s)", options.precision)
+    with muted(["coremltools"]):  # per-pass advice; the manifest records what matters
+        mlmodel = _convert(ct, program, model, options, target)
     _describe(mlmodel, model, options)
     path.parent.mkdir(parents=True, exist_ok=True)
-    say(f"coreml: saving {path}")
+    log.debug("coreml: saving %s", path)
     _save_atomically(mlmodel, path)
     summary = spec_summary(mlmodel.get_spec())
     return {
@@ -324,7 +315,7 @@ def _convert(
 
 def _conversion_message(exc: BaseException, program: Any, variant: str) -> str:
     """Name the torch op (and the modules that use it) when coremltools rejects one."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc, None)
     message = f"coremltools could not convert the {variant} inference form: {text}"
     kind = _unsupported_kind(text)
     if kind is None:

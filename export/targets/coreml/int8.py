@@ -14,11 +14,9 @@ Both use coremltools' own compressors (``coremltools.optimize.coreml``):
 
 from __future__ import annotations
 
-import contextlib
-import os
 import platform
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from partialnet.errors import UsageError
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir
 from partialnet.export.gate.calibration import rebatch, require_batches
+from partialnet.quiet import muted
 from partialnet.runtimes.base import import_sdk
 
 # ML-program spec version of the iOS17 / macOS14 family: the first with activation
@@ -39,20 +38,6 @@ def _import_coremltools() -> Any:
     purpose = "CoreML int8 quantization"
     ct = import_sdk("coremltools", "coreml", purpose)
     return ct, import_sdk("coremltools.optimize.coreml", "coreml", purpose)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """coremltools draws a tqdm bar per compression pass and per MIL pipeline."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
 
 
 def _load(model: Any) -> Any:
@@ -112,7 +97,7 @@ def quantize_coreml(
             )
         )
         try:
-            with _quiet():
+            with muted(["coremltools"], progress_bars=True):  # a tqdm bar per pass
                 mlmodel = cto.experimental.linear_quantize_activations(
                     mlmodel, activation_config, [{name: b} for b in batches]
                 )
@@ -124,7 +109,7 @@ def quantize_coreml(
         )
     )
     try:
-        with _quiet():
+        with muted(["coremltools"], progress_bars=True):
             quantized = cto.linear_quantize_weights(mlmodel, weight_config)
     except Exception as exc:
         raise ExportFailure(f"coremltools could not quantize the weights: {exc}") from exc

@@ -16,9 +16,9 @@ def coreml_spec_summary(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_dir():
         raise UsageError(f"{path} is not a CoreML .mlpackage directory")
-    from partialnet.export.targets.coreml.convert import _import_coremltools
+    from partialnet.runtimes.base import import_sdk
 
-    ct = _import_coremltools()
+    ct = import_sdk("coremltools", "coreml", "reading a CoreML package")
     return spec_summary(ct.utils.load_spec(str(path)))
 
 

@@ -4,21 +4,21 @@ metadata, written atomically."""
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-from partialnet.errors import missing_dependency
+from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_file
 from partialnet.export.metadata import encode_metadata
 from partialnet.inference import InferencePartialNet
+from partialnet.outputs import output_names
+from partialnet.quiet import muted
+from partialnet.runtimes.base import import_sdk
 
 # Ops that betray a graph that was not lowered properly: dynamic indexing (NonZero,
 # scatters), control flow, or unfolded training-time layers.
@@ -26,28 +26,17 @@ FORBIDDEN_OPS = frozenset(
     {"NonZero", "ScatterND", "ScatterElements", "Loop", "If", "BatchNormalization", "Dropout"}
 )
 
+log = logging.getLogger(__name__)
 INPUT_NAME = "input"
 
 
-def output_names(model: InferencePartialNet) -> list[str]:
-    return ["logits"] if model.feature_norms is None else [f"feat{i}" for i in range(4)]
-
-
 def _import_onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "onnx", "ONNX export") from None
-    return onnx
+    return import_sdk("onnx", "onnx", "ONNX export")
 
 
-@contextlib.contextmanager
-def quiet_onnx_exporter() -> Iterator[None]:
+def quiet_onnx_exporter() -> contextlib.AbstractContextManager[None]:
     """Mute torch.onnx's progress prints, registry warnings and deprecation chatter."""
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    return muted(["torch.onnx"], stdout=True, python_warnings=True)
 
 
 def _gelu(self, approximate: str = "none"):
@@ -99,7 +88,7 @@ def trace_to_onnx(
     return program.model_proto
 
 
-def check_and_simplify(proto, warn: Callable[[str], None]):
+def check_and_simplify(proto):
     """onnx checker + strict shape inference, then onnxsim (a failure there is a warning)."""
     onnx = _import_onnx()
     try:
@@ -114,14 +103,16 @@ def check_and_simplify(proto, warn: Callable[[str], None]):
         if ok:
             proto = simplified
         else:
-            warn("onnxsim could not validate its simplified graph; kept the unsimplified ONNX")
+            log.warning(
+                "onnxsim could not validate its simplified graph; kept the unsimplified ONNX"
+            )
     except ImportError:
-        warn(
+        log.warning(
             "onnxsim is not installed; the ONNX is not simplified "
             "(pip install 'partialnet-export[onnx]')"
         )
     except Exception as exc:  # onnxsim failures must not lose the export
-        warn(f"onnxsim failed ({type(exc).__name__}: {exc}); kept the unsimplified ONNX")
+        log.warning("onnxsim failed (%s: %s); kept the unsimplified ONNX", type(exc).__name__, exc)
     return proto
 
 
@@ -160,7 +151,6 @@ def export_onnx(
     dynamic_batch: tuple[int, int, int] | None,
     opset: int,
     metadata: dict[str, object],
-    warn: Callable[[str], None],
 ) -> dict[str, object]:
     """Write ``model`` as ONNX at ``path``; returns facts (node count, ops) for the manifest."""
     onnx = _import_onnx()
@@ -169,9 +159,9 @@ def export_onnx(
     except Exception as exc:
         raise ExportFailure(
             f"torch.onnx could not export the inference form: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            f"{type(exc).__name__}: {first_line(exc, None, '')}"
         ) from exc
-    proto = check_and_simplify(proto, warn)
+    proto = check_and_simplify(proto)
     assert_lowered(proto)
     set_metadata(proto, metadata)
     with atomic_file(path) as tmp:

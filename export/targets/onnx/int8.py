@@ -50,20 +50,19 @@ onnxsim) it returns the same 354 nodes, so it would cost time and change nothing
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from partialnet.errors import UsageError
+from partialnet.errors import UsageError, first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_file
 from partialnet.export.gate.calibration import rebatch, require_batches
+from partialnet.quiet import muted
 from partialnet.runtimes.base import import_sdk
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
@@ -201,7 +200,9 @@ def quantize_onnx(
     excluded = fp32_islands(proto)
     started = time.perf_counter()
     out_path = Path(out_path)
-    with atomic_file(out_path) as tmp, _quiet_root_logger():
+    # The quantizer logs advice per node on the root logger (bias not an initializer,
+    # "consider pre-processing"): none of it is actionable for an export.
+    with atomic_file(out_path) as tmp, muted([""]):
         try:
             q.quantize_static(
                 str(fp32_path),
@@ -213,7 +214,7 @@ def quantize_onnx(
         except Exception as exc:  # the quantizer raises many unrelated types
             raise ExportFailure(
                 f"ONNX Runtime could not quantize {Path(fp32_path).name}: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                f"{type(exc).__name__}: {first_line(exc, None, '')}"
             ) from exc
         _copy_metadata(onnx, proto, tmp)
     seconds = time.perf_counter() - started
@@ -232,19 +233,6 @@ def quantize_onnx(
         "quantize_seconds": round(seconds, 2),
         **qdq_facts(out_path),
     }
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """The quantizer logs advice per node on the root logger (bias not an initializer,
-    "consider pre-processing"): none of it is actionable for an export, so it is muted."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _ort_version() -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from partialnet.errors import missing_dependency
+from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.metadata import encode_metadata
+from partialnet.runtimes.base import import_sdk
 
 
 def ir_xml(directory: Path) -> Path:
@@ -24,15 +25,12 @@ def export_openvino(
     OpenVINO's save_model compresses weights to fp16 unless told not to; an fp32 IR keeps
     fp32 weights (compression costs ~4e-4 relative error, beyond the fp32 gate).
     """
-    try:
-        import openvino as ov
-    except ImportError:
-        raise missing_dependency("openvino", "openvino", "OpenVINO IR export") from None
+    ov = import_sdk("openvino", "openvino", "OpenVINO IR export")
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:
         raise ExportFailure(
-            f"OpenVINO could not convert {onnx_path.name}: {str(exc).splitlines()[0]}"
+            f"OpenVINO could not convert {onnx_path.name}: {first_line(exc, None)}"
         ) from exc
     for key, value in encode_metadata(metadata).items():
         model.set_rt_info(value, ["partialnet", key])

@@ -26,19 +26,18 @@ Choices (measured on t1 224 px and the trained digits t0 64 px, AVX-512 VNNI CPU
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.gate.calibration import rebatch, require_batches
 from partialnet.export.metadata import encode_metadata
+from partialnet.quiet import muted
 from partialnet.runtimes.base import import_sdk
 
 # Everything but Convolution/MatMul stays float (see the module docstring); a type absent
@@ -124,7 +123,7 @@ def quantize_openvino(
     excluded = fp32_islands(model)
     started = time.perf_counter()
     try:
-        with _quiet_nncf():
+        with muted(["nncf"], stdout=True):  # NNCF logs each ignored node, draws bars
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(batches),
@@ -138,7 +137,7 @@ def quantize_openvino(
     except Exception as exc:  # NNCF raises many unrelated types
         raise ExportFailure(
             f"NNCF could not quantize {Path(fp32_path).name}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{first_line(exc, None, '')}"
         ) from exc
     seconds = time.perf_counter() - started
     for key, value in encode_metadata(metadata or {}).items():
@@ -160,16 +159,3 @@ def quantize_openvino(
         "quantize_seconds": round(seconds, 2),
         "openvino": ov.__version__,
     }
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    """NNCF logs every ignored node at INFO and draws progress bars on stdout."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)

@@ -14,10 +14,10 @@ only for old full-TensorRT releases that predate strong typing.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -26,11 +26,12 @@ from typing import Any
 from partialnet.errors import (
     MissingDependencyError,
     UsageError,
-    missing_dependency,
 )
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import write_bytes_atomically
-from partialnet.export.options import check_workspace, parse_dynamic_batch
+from partialnet.export.options import parse_dynamic_batch
+from partialnet.export.targets.tensorrt.target import check_workspace
+from partialnet.runtimes.base import import_sdk
 from partialnet.runtimes.tensorrt_sdk import (
     FLAVOUR_RTX,
     FLAVOUR_TENSORRT,
@@ -38,7 +39,7 @@ from partialnet.runtimes.tensorrt_sdk import (
     make_logger,
 )
 
-Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 class TensorRTBuildError(ExportFailure, RuntimeError):
@@ -120,10 +121,7 @@ def _one_line(messages: list[str], limit: int = 3) -> str:
 
 
 def _load_onnx_graph(onnx_path: Path) -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "tensorrt", "Building a TensorRT engine") from None
+    onnx = import_sdk("onnx", "tensorrt", "Building a TensorRT engine")
     # Weights are not needed to read types and node names; skip external data.
     return onnx.load(str(onnx_path), load_external_data=False).graph
 
@@ -141,7 +139,9 @@ def onnx_precision(graph: Any) -> str:
 
 
 def _version_major(trt: ModuleType) -> int:
-    return int(str(trt.__version__).split(".")[0])
+    from packaging.version import Version
+
+    return Version(str(trt.__version__)).major
 
 
 def _create_network(trt: ModuleType, flavour: str, builder: Any) -> tuple[Any, bool]:
@@ -263,9 +263,7 @@ def _cache_refused(warning: str) -> bool:
     return "timing cache" in w and ("deserialize" in w or "not be used" in w)
 
 
-def _attach_timing_cache(
-    trt_config: Any, flavour: str, path: Path, logger: Any, progress: Progress | None
-) -> _TimingCache:
+def _attach_timing_cache(trt_config: Any, flavour: str, path: Path, logger: Any) -> _TimingCache:
     # ITimingCache is a deprecated no-op in TensorRT-RTX >= 1.2 and forces a GPU query that
     # breaks CPU-only AOT builds (NVIDIA's "Timing Cache Migration" note): skip it there.
     if flavour == FLAVOUR_RTX:
@@ -280,8 +278,7 @@ def _attach_timing_cache(
             cache = None
         rejected = cache is None or any(_cache_refused(w) for w in logger.warnings[seen:])
         if blob and rejected:
-            if progress:
-                progress(f"timing cache {path} is unreadable; rebuilding it")
+            log.debug("timing cache %s is unreadable; rebuilding it", path)
             cache = trt_config.create_timing_cache(b"")
         if not trt_config.set_timing_cache(cache, False):  # header mismatch: start afresh
             cache = trt_config.create_timing_cache(b"")
@@ -314,7 +311,6 @@ def build_engine(
     onnx_path: Path,
     engine_path: Path,
     config: TensorRTBuildConfig,
-    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Parse ``onnx_path``, build a serialized engine and write it atomically to
     ``engine_path``. Returns the build facts. Nothing here needs (or uses) a GPU on RTX."""
@@ -324,7 +320,7 @@ def build_engine(
     trt, flavour = import_tensorrt()
     graph = _load_onnx_graph(onnx_path)
     precision = onnx_precision(graph)
-    logger = make_logger(trt, progress)
+    logger = make_logger(trt)
     started = time.perf_counter()
 
     builder = trt.Builder(logger)
@@ -350,7 +346,7 @@ def build_engine(
     if not strongly_typed and precision == "float16" and hasattr(trt.BuilderFlag, "FP16"):
         trt_config.set_flag(trt.BuilderFlag.FP16)  # pre-strong-typing TensorRT only
     cache_path = config.timing_cache or engine_path.with_name(engine_path.name + ".timing.cache")
-    timing = _attach_timing_cache(trt_config, flavour, cache_path, logger, progress)
+    timing = _attach_timing_cache(trt_config, flavour, cache_path, logger)
 
     serialized = _serialize(builder, network, trt_config, logger)
     write_bytes_atomically(engine_path, serialized)

@@ -1,0 +1,42 @@
+"""How the OpenVINO target is built in scratch (from the ONNX), and opened to verify it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from partialnet.export.options import Precision, Target
+from partialnet.export.targets.base import BuiltArtifact, TargetContext, opener
+from partialnet.runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def runner_options(precision: Precision) -> dict[str, Any]:
+    # The artifact's own precision (f32 for fp32 and for int8's unquantized ops): OpenVINO's
+    # own choice would be bf16 on some CPUs.
+    return {"precision": "fp16" if precision is Precision.FP16 else "fp32"}
+
+
+def build(ctx: TargetContext) -> list[BuiltArtifact]:
+    from partialnet.export.targets.openvino.convert import export_openvino, ir_xml
+
+    onnx_path, _ = ctx.onnx()
+    name = ctx.artifact_name(Target.OPENVINO)
+    staged = ctx.scratch / name
+    runner = opener(Runtime.OPENVINO, **runner_options(ctx.options.precision))
+    if ctx.int8:
+        from partialnet.export.targets.openvino.int8 import quantize_openvino
+
+        log.info("      int8: NNCF calibration of the OpenVINO model")
+        facts = quantize_openvino(
+            onnx_path, ir_xml(staged), ctx.calibration_batches(), metadata=ctx.metadata
+        )
+    else:
+        facts = export_openvino(
+            onnx_path,
+            staged,
+            metadata=ctx.metadata,
+            compress_to_fp16=ctx.options.precision is Precision.FP16,
+        )
+    return [BuiltArtifact(Target.OPENVINO, staged, name, facts, None, runner)]
