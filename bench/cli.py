@@ -37,7 +37,16 @@ SUBCOMMANDS = {
     "compare": "partialnet.bench.check.fleet",
 }
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
-RUNTIME_NAMES = ("torch", TORCH_INFERENCE, "onnxruntime", "openvino", "tensorrt", "coreml")
+# litert: issue 16; port to the target registry (issue 15).
+RUNTIME_NAMES = (
+    "torch",
+    TORCH_INFERENCE,
+    "onnxruntime",
+    "openvino",
+    "tensorrt",
+    "coreml",
+    "litert",
+)
 PRECISIONS = ("fp32", "fp16", "int8")
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 

@@ -117,6 +117,7 @@ def export(
     coreml_image_input: bool = False,
     coreml_class_labels: str | Path | None = None,
     coreml_simulate: bool = False,
+    litert_nhwc: bool = False,
     features: bool = False,
     triton_repo: str | Path | None = None,
     triton_ov_threads: int | None = None,
@@ -162,6 +163,7 @@ def export(
         coreml_image_input=coreml_image_input,
         coreml_class_labels=Path(coreml_class_labels) if coreml_class_labels else None,
         coreml_simulate=coreml_simulate,
+        litert_nhwc=litert_nhwc,
     )
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)

@@ -110,6 +110,11 @@ def check_sdks(options: ExportOptions) -> None:
         needed.append(("openvino", "openvino", "OpenVINO export"))
     if Target.COREML in options.targets:
         needed.append(("coremltools", "coreml", "CoreML export"))
+    if Target.LITERT in options.targets:  # issue 16
+        needed += [("litert_torch", "litert", "LiteRT export")]
+        needed += [("ai_edge_litert", "litert", "LiteRT export")]
+        if options.precision is not Precision.FP32:
+            needed.append(("ai_edge_quantizer", "litert", "LiteRT fp16/int8"))
     if options.precision is Precision.INT8:
         if {Target.ONNX, Target.TRT} & set(options.targets):
             needed.append(("onnxruntime", "onnx", "INT8 ONNX quantization"))
@@ -129,6 +134,10 @@ def check_target_options(options: ExportOptions, num_classes: int) -> Any:
     CoreML conversion options when CoreML is a target (labels file read and checked)."""
     if Target.TRT in options.targets:
         _trt_config(options)  # refuses an unknown compute capability or batch range
+    if Target.LITERT in options.targets:  # issue 16
+        from partialnet.export.targets.litert.convert import check_litert_options
+
+        check_litert_options(options.dynamic_batch)
     if Target.COREML not in options.targets:
         return None
     from partialnet.export.targets.coreml.convert import CoreMLOptions
@@ -274,6 +283,15 @@ def _coreml(ctx: TargetContext) -> BuiltArtifact:
     return BuiltArtifact(Target.COREML, staged, name, facts, reason, runner)
 
 
+def _litert(ctx: TargetContext) -> BuiltArtifact:
+    """Issue 16: port to the target registry (issue 15); the work is in targets/litert."""
+    from partialnet.export.targets.litert.build import build_litert
+
+    name = ctx.artifact_name(Target.LITERT)
+    facts = build_litert(ctx, ctx.scratch / name)
+    return BuiltArtifact(Target.LITERT, ctx.scratch / name, name, facts, None, _runner("litert"))
+
+
 def _read_labels(path: Path) -> list[str]:
     try:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -287,6 +305,7 @@ _BUILDERS: dict[Target, Callable[[TargetContext], BuiltArtifact | list[BuiltArti
     Target.OPENVINO: _openvino,
     Target.TRT: _tensorrt,
     Target.COREML: _coreml,
+    Target.LITERT: _litert,  # issue 16
 }
 
 

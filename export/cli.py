@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out = p.add_argument_group("artifacts")
     out.add_argument(
-        "--target", default="onnx", help="comma-separated onnx, openvino, coreml, trt, or all"
+        "--target",
+        default="onnx",
+        help="comma-separated onnx, openvino, coreml, trt, litert, or all",
     )
     out.add_argument(
         "--precision",
@@ -172,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="class labels, one per line: makes a CoreML classifier",
     )
+    lite = p.add_argument_group("LiteRT")  # issue 16
+    lite.add_argument(
+        "--litert-nhwc",
+        action="store_true",
+        help="channel-last (N, H, W, C) input and feature maps, as Android bitmaps arrive",
+    )
     return p
 
 
@@ -240,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             coreml_image_input=args.coreml_image_input,
             coreml_class_labels=args.coreml_labels,
             coreml_simulate=args.coreml_simulate,
+            litert_nhwc=args.litert_nhwc,
             features=args.features,
             triton_repo=args.triton_repo,
             triton_ov_threads=args.triton_ov_threads,

@@ -15,6 +15,7 @@ class Target(str, enum.Enum):
     OPENVINO = "openvino"
     COREML = "coreml"
     TRT = "trt"
+    LITERT = "litert"  # issue 16; port to the target registry (issue 15)
 
 
 class Precision(str, enum.Enum):
@@ -24,13 +25,14 @@ class Precision(str, enum.Enum):
 
 
 # Export order: OpenVINO and TensorRT are built from the ONNX, so it comes first.
-TARGET_ORDER = (Target.ONNX, Target.OPENVINO, Target.TRT, Target.COREML)
+TARGET_ORDER = (Target.ONNX, Target.OPENVINO, Target.TRT, Target.COREML, Target.LITERT)
 
 ARTIFACT_SUFFIX = {
     Target.ONNX: ".onnx",
     Target.OPENVINO: ".openvino",  # a directory: the .xml/.bin pair moves as one
     Target.TRT: ".engine",
     Target.COREML: ".mlpackage",
+    Target.LITERT: ".tflite",  # issue 16
 }
 
 
@@ -40,6 +42,7 @@ TARGET_RUNTIME: dict[Target, Runtime] = {
     Target.OPENVINO: Runtime.OPENVINO,
     Target.TRT: Runtime.TENSORRT,
     Target.COREML: Runtime.COREML,
+    Target.LITERT: Runtime.LITERT,  # issue 16
 }
 RUNTIME_TARGET: dict[Runtime, Target] = {r: t for t, r in TARGET_RUNTIME.items()}
 
@@ -67,7 +70,8 @@ def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]
     names = {str(i).strip().lower() for i in items if str(i).strip()}
     if not names:
         raise UsageError(
-            "no target given: use --target with one or more of onnx, openvino, coreml, trt, or all"
+            "no target given: use --target with one or more of onnx, openvino, coreml, trt, litert, "
+            "or all"
         )
     if "all" in names:
         return TARGET_ORDER
@@ -166,6 +170,7 @@ class ExportOptions:
     coreml_image_input: bool = False
     coreml_class_labels: Path | None = None
     coreml_simulate: bool = False  # verify CoreML in the MIL interpreter even on macOS
+    litert_nhwc: bool = False  # issue 16: channel-last .tflite I/O
 
     def __post_init__(self) -> None:
         if self.batch < 1:

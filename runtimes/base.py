@@ -17,6 +17,7 @@ class Runtime(str, enum.Enum):
     OPENVINO = "openvino"
     TENSORRT = "tensorrt"
     COREML = "coreml"
+    LITERT = "litert"  # LiteRT (issue 16); port to the target registry (issue 15)
 
 
 class RuntimeUnavailableError(RuntimeError):

@@ -49,6 +49,8 @@ _REASONS: dict[Runtime, Callable[[], str | None]] = {
     Runtime.OPENVINO: lambda: _sdk_reason("openvino", "openvino", "the OpenVINO runner"),
     Runtime.TENSORRT: _tensorrt_reason,
     Runtime.COREML: _coreml_reason,
+    # LiteRT (issue 16): port to the target registry (issue 15).
+    Runtime.LITERT: lambda: _sdk_reason("ai_edge_litert", "litert", "the LiteRT runner"),
 }
 
 
@@ -66,6 +68,8 @@ def _runner_class(runtime: Runtime) -> type[Runner]:
         from .openvino import OpenVINORunner as cls
     elif runtime is Runtime.TENSORRT:
         from .tensorrt import TensorRTRunner as cls
+    elif runtime is Runtime.LITERT:  # issue 16; port to the target registry (issue 15)
+        from .litert import LiteRTRunner as cls
     else:
         from .coreml import CoreMLRunner as cls
     return cls
