@@ -70,8 +70,8 @@ def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]
     names = {str(i).strip().lower() for i in items if str(i).strip()}
     if not names:
         raise UsageError(
-            "no target given: use --target with one or more of onnx, openvino, coreml, trt, litert, "
-            "or all"
+            "no target given: use --target with one or more of onnx, openvino, coreml, trt, "
+            "litert, or all"
         )
     if "all" in names:
         return TARGET_ORDER
