@@ -9,8 +9,26 @@ import numpy as np
 
 from partialnet.runtimes.base import import_sdk
 
-# (op kinds quantized statically to int8 weights and activations)
-INT8_OPS: tuple[str, ...] = ("CONV_2D", "FULLY_CONNECTED")
+# Op kinds quantized statically (int8 weights and activations); the rest stay float.
+_XNNPACK_INT8 = (
+    "CONV_2D",
+    "FULLY_CONNECTED",
+    "ADD",
+    "MUL",
+    "SUB",
+    "CONCATENATION",
+    "SLICE",
+    "RESHAPE",
+    "TRANSPOSE",
+    "MEAN",
+)
+RECIPES: dict[str, tuple[str, ...]] = {
+    "conv": ("CONV_2D", "FULLY_CONNECTED"),
+    "xnnpack": _XNNPACK_INT8,
+    "xnnpack-gelu": (*_XNNPACK_INT8, "GELU"),
+    "all": ("ALL_SUPPORTED",),
+}
+INT8_OPS: tuple[str, ...] = RECIPES["xnnpack"]
 
 
 def int8_recipe(ops: tuple[str, ...] = INT8_OPS) -> Any:
