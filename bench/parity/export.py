@@ -112,10 +112,11 @@ class Exporter:
             self.pool = None
             return
         batch = args.batch
-        flexible = [target_of(r) for r in runtimes if r != "coreml"]
+        fixed = [r for r in runtimes if r in ("coreml", "litert")]  # litert: issue 16
+        flexible = [target_of(r) for r in runtimes if r not in fixed]
         groups = [(flexible, {"dynamic_batch": (1, batch, batch)} if batch > 1 else {"batch": 1})]
-        if "coreml" in runtimes:  # CoreML takes a fixed batch only
-            groups.append((["coreml"], {"batch": batch}))
+        if fixed:  # CoreML and LiteRT take a fixed batch only
+            groups.append(([target_of(r) for r in fixed], {"batch": batch}))
         groups = [g for g in groups if g[0]]
         data = {
             "eval_data": args.eval_data,

@@ -10,6 +10,7 @@ tolerances below are the gate's (``partialnet.export.gate.parity``) unless state
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def _export(out: Path, checkpoint: str = DIGITS, **kwargs) -> tuple[Path, dict]:
     manifest = export(fixture_path(checkpoint), targets="litert", output_dir=out, **kwargs)
     (record,) = manifest.artifacts
     assert record.status == "ok" and record.parity["passed"], record.parity
-    return out / record.path, {**record.to_dict(), "_dir": str(out)}
+    return out / record.path, {**asdict(record), "_dir": str(out)}
 
 
 @pytest.fixture(scope="module")

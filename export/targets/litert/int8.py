@@ -1,7 +1,13 @@
-"""LiteRT int8 (placeholder recipe; measured alternatives go here)."""
+"""LiteRT int8: ai-edge-quantizer's static int8 (weights per channel, activations per tensor)
+on chosen op kinds of the fp32 .tflite, calibrated on the calibration images; float I/O.
+
+Placeholder docstring: the measured alternatives are written below once measured.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +15,12 @@ import numpy as np
 
 from partialnet.runtimes.base import import_sdk
 
-# Op kinds quantized statically (int8 weights and activations); the rest stay float.
+# A recipe: (regex on the op's output tensor name, op kind) pairs quantized statically; every
+# other op stays float. Tensor names carry the module path (e.g. ``..._Relu6ChannelGate_gate``).
+Recipe = tuple[tuple[str, str], ...]
+_ANY = ".*"
+_NOT_GATE = r"^(?!.*Gate_gate)"  # the channel gate's statistics conv (an fp32 island elsewhere)
+_NOT_STEM = r"^(?!.*Conv2d_stem)"
 _XNNPACK_INT8 = (
     "CONV_2D",
     "FULLY_CONNECTED",
@@ -22,21 +33,25 @@ _XNNPACK_INT8 = (
     "TRANSPOSE",
     "MEAN",
 )
-RECIPES: dict[str, tuple[str, ...]] = {
-    "conv": ("CONV_2D", "FULLY_CONNECTED"),
-    "xnnpack": _XNNPACK_INT8,
-    "xnnpack-gelu": (*_XNNPACK_INT8, "GELU"),
-    "all": ("ALL_SUPPORTED",),
+RECIPES: dict[str, Recipe] = {
+    "conv": ((_ANY, "CONV_2D"), (_ANY, "FULLY_CONNECTED")),
+    "conv-only": ((_ANY, "CONV_2D"),),
+    "conv-nogate": ((_NOT_GATE, "CONV_2D"), (_ANY, "FULLY_CONNECTED")),
+    "conv-nostem": ((_NOT_STEM, "CONV_2D"), (_ANY, "FULLY_CONNECTED")),
+    "xnnpack": tuple((_ANY, op) for op in _XNNPACK_INT8),
+    "xnnpack-gelu": tuple((_ANY, op) for op in (*_XNNPACK_INT8, "GELU")),
+    "all": ((_ANY, "ALL_SUPPORTED"),),
 }
-INT8_OPS: tuple[str, ...] = RECIPES["xnnpack"]
+DEFAULT_RECIPE = "conv"
+INT8_OPS: Recipe = RECIPES[DEFAULT_RECIPE]
 
 
-def int8_recipe(ops: tuple[str, ...] = INT8_OPS) -> Any:
+def int8_recipe(recipe: Recipe = INT8_OPS) -> Any:
     aeq = import_sdk("ai_edge_quantizer", "litert", "LiteRT int8")
     manager = aeq.recipe_manager.RecipeManager()
-    for op in ops:
+    for regex, op in recipe:
         manager.add_static_config(
-            regex=".*",
+            regex=regex,
             operation_name=aeq.qtyping.TFLOperationName[op],
             activation_num_bits=8,
             weight_num_bits=8,
@@ -50,22 +65,29 @@ def quantize_litert(
     calibration: np.ndarray,
     *,
     nhwc: bool,
-    ops: tuple[str, ...] = INT8_OPS,
-    batch: int = 1,
+    ops: Recipe = INT8_OPS,
 ) -> dict[str, Any]:
-    """Static int8 of ``fp32`` calibrated on ``calibration`` (N x C x H x W), float I/O."""
+    """Static int8 of ``fp32`` (a batch-``B`` model) calibrated on ``calibration`` (N x C x H x W
+    float32, cut into batches of ``B``), float I/O; returns the facts for the manifest."""
     aeq = import_sdk("ai_edge_quantizer", "litert", "LiteRT int8")
-    quantizer = aeq.Quantizer(str(fp32), int8_recipe(ops))
+    lite = import_sdk("ai_edge_litert.interpreter", "litert", "LiteRT int8")
+    batch = int(lite.Interpreter(model_path=str(fp32)).get_input_details()[0]["shape"][0])
     images = calibration.transpose(0, 2, 3, 1) if nhwc else calibration
     samples = [
         {"input": np.ascontiguousarray(images[i : i + batch])}
         for i in range(0, len(images) - batch + 1, batch)
     ]
-    result = quantizer.calibrate({"serving_default": samples})
-    quantizer.quantize(result).export_model(str(dst), overwrite=True)
+    quantizer = aeq.Quantizer(str(fp32), int8_recipe(ops))
+    # The quantizer draws progress bars and prints a size report: the CLI has its own.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        result = quantizer.calibrate({"serving_default": samples})
+        quantized = quantizer.quantize(
+            result, enable_progress_bar=False, enable_progress_report=False
+        )
+    quantized.export_model(str(dst), overwrite=True)
     return {
         "precision": "int8",
         "layout": "NHWC" if nhwc else "NCHW",
-        "quantized_ops": list(ops),
+        "quantized_ops": [f"{op} ({regex})" if regex != _ANY else op for regex, op in ops],
         "calibration_images": len(samples) * batch,
     }
