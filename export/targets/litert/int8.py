@@ -42,7 +42,7 @@ RECIPES: dict[str, Recipe] = {
     "xnnpack-gelu": tuple((_ANY, op) for op in (*_XNNPACK_INT8, "GELU")),
     "all": ((_ANY, "ALL_SUPPORTED"),),
 }
-DEFAULT_RECIPE = "conv"
+DEFAULT_RECIPE = "conv-nogate"
 INT8_OPS: Recipe = RECIPES[DEFAULT_RECIPE]
 
 
@@ -66,6 +66,8 @@ def quantize_litert(
     *,
     nhwc: bool,
     ops: Recipe = INT8_OPS,
+    statistics: str = "minmax",
+    threads: int = 2,
 ) -> dict[str, Any]:
     """Static int8 of ``fp32`` (a batch-``B`` model) calibrated on ``calibration`` (N x C x H x W
     float32, cut into batches of ``B``), float I/O; returns the facts for the manifest."""
@@ -77,10 +79,21 @@ def quantize_litert(
         {"input": np.ascontiguousarray(images[i : i + batch])}
         for i in range(0, len(images) - batch + 1, batch)
     ]
-    quantizer = aeq.Quantizer(str(fp32), int8_recipe(ops))
+    recipe = int8_recipe(ops)
+    quantizer = aeq.Quantizer(str(fp32), recipe)
+    calibrator = import_sdk("ai_edge_quantizer.calibrator", "litert", "LiteRT int8")
+    qsv = import_sdk("ai_edge_quantizer.utils.qsv_utils", "litert", "LiteRT int8")
+    # Quantizer.calibrate() keeps a moving average of each tensor's min/max, which clips the
+    # images whose activations reach furthest; the calibrator with min_max_update keeps the
+    # true range, as ONNX Runtime's MinMax does (measured in the module docstring).
+    update = qsv.min_max_update if statistics == "minmax" else qsv.moving_average_update
+    manager = aeq.recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe)
     # The quantizer draws progress bars and prints a size report: the CLI has its own.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        result = quantizer.calibrate({"serving_default": samples})
+        calib = calibrator.Calibrator(str(fp32), num_threads=threads, qsv_update_func=update)
+        calib.calibrate({"serving_default": samples}, manager)
+        result = calib.get_model_qsvs()
         quantized = quantizer.quantize(
             result, enable_progress_bar=False, enable_progress_report=False
         )
@@ -90,4 +103,5 @@ def quantize_litert(
         "layout": "NHWC" if nhwc else "NCHW",
         "quantized_ops": [f"{op} ({regex})" if regex != _ANY else op for regex, op in ops],
         "calibration_images": len(samples) * batch,
+        "calibration_statistics": statistics,
     }
