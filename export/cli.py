@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--target",
         default="onnx",
-        help="comma-separated onnx, openvino, coreml, trt, litert, or all",
+        help="comma-separated onnx, openvino, coreml, trt, litert, or all (not litert: all,litert)",
     )
     out.add_argument(
         "--precision",
