@@ -8,6 +8,8 @@
    LiteRT without XNNPACK, with each model's delegate partition count.
 2. int8 / LiteRT fp32 for each int8 recipe in ``--recipes`` (goal <= 0.7 for the one the
    export uses), calibrated on scikit-image photo crops.
+4. ``partialnet-export --variant t1 --target litert`` (random weights, with its gate) in its
+   own process: wall time and peak RSS (goals: under 60 s and 2 GB).
 3. With the trained digits checkpoint: each recipe's int8 top-1 vs fp32 on held-out digits
    and the int8 rule's figures (the export gate's ``compare``).
 
@@ -137,6 +139,18 @@ def _p50(
         return p50_ms(lambda: runner.infer(x), iterations or args.iterations)
 
 
+def goal_export(args: argparse.Namespace, tmp: Path) -> None:
+    from partialnet.bench.perf.export_perf import time_export
+
+    seconds, peak_mb, code = time_export(args.variant, tmp / "export", target="litert")
+    status = "" if code == 0 else f" (export exited {code})"
+    print(
+        f"4. partialnet-export --variant {args.variant} --target litert: {seconds:.1f} s "
+        f"(goal < 60: {'met' if seconds < 60 else 'MISSED'}), peak RSS {peak_mb:.0f} MiB "
+        f"(goal < 2048: {'met' if peak_mb < 2048 else 'MISSED'}){status} ({load()})"
+    )
+
+
 def goal_digits(args: argparse.Namespace, tmp: Path) -> None:
     model = partialnet.load_checkpoint(args.digits).eval()
     images, labels = digits_images(model)
@@ -180,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"of {', '.join(RECIPES)}")
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-export", action="store_true")
     parser.add_argument(
         "--statistics", default="minmax", choices=("minmax", "moving-average"), help="calibration"
     )
@@ -189,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_speed:
             goals_speed(args, Path(tmp))
+        if not args.skip_export:
+            goal_export(args, Path(tmp))
         if args.digits.is_file():
             goal_digits(args, Path(tmp))
     print("Shared machines distort absolute figures: re-run on a quiet one for the README.")
