@@ -102,6 +102,8 @@ def test_fp16_weights_with_nhwc_io(tmp_path_factory, fp32) -> None:
     assert tuple(raw.get_input_details()[0]["shape"]) == (1, 64, 64, 3)
     with open_runner("litert", path) as nhwc, open_runner("litert", fp32[0]) as nchw:
         assert nhwc.info().extra["layout"] == "NHWC"
+        # XNNPACK takes the fp16 weights' DEQUANTIZE ops too: still one partition.
+        assert nhwc.info().extra["delegate_partitions"] == 1
         x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
         # fp16-rounded weights: within the fp16 rule's cosine (>= 0.999) of the fp32 model.
         a, b = nhwc.infer(x).ravel(), nchw.infer(x).ravel()
