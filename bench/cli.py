@@ -233,6 +233,9 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
     target, batch = target_of(job.name), max(run.args.batch)
     out = run.tmp / f"{job.name}-{job.precision}"
     dynamic = (1, batch, batch) if batch > 1 else None  # so that every requested batch fits
+    fixed = {}
+    if job.runtime is Runtime.LITERT:  # issue 16: a fixed batch; the other batches skip
+        dynamic, fixed = None, {"batch": min(run.args.batch)}
     hw = tuple(job.input_chw[1:])  # verify=False: checking parity is `parity`'s job, not ours
     export(
         run.model,
@@ -242,6 +245,7 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
         imgsz=hw,
         dynamic_batch=dynamic,
         verify=False,
+        **fixed,
         **({"calibration_data": run.args.calibration_data} if job.precision == "int8" else {}),
     )
     for e in read_verified_manifest(out)["artifacts"]:

@@ -5,8 +5,8 @@
   (N, H, W, C) and returns channel-last feature maps, as Android bitmaps arrive. Outputs are
   named as in the ONNX: ``logits``, or a backbone's ``feat0..feat3``; the input ``input``.
 - fp16: the fp32 model with its conv/matmul weights stored as float16 (ai-edge-quantizer's
-  float casting); XNNPACK unpacks them once at load and computes in fp32, so the model is
-  half the size at fp32 accuracy here (an Android GPU delegate may compute in fp16).
+  float casting); XNNPACK takes their DEQUANTIZE ops into its one partition and computes in
+  fp32 on the rounded weights: half the file (an Android GPU delegate may compute in fp16).
 - A fixed batch only (``check_litert_options``): litert-torch 0.10 cannot lower the
   attention's batched matmul with a symbolic batch (``aten.expand`` with a symbolic size,
   jax tracer error), and ``resize_tensor_input`` on a fixed-batch .tflite runs but keeps
@@ -94,6 +94,7 @@ def export_litert(
     wrapped = _NamedIO(litert_form(model), nhwc).eval()
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         fp32 = Path(tmp) / "fp32.tflite"
+        log.info("litert-torch: converting the inference form, input %s", list(shape))
         convert_litert(wrapped, example, fp32)
         source = fp32
         if precision == "fp16":

@@ -44,12 +44,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from partialnet.runtimes.base import import_sdk
+
+log = logging.getLogger(__name__)
 
 # A recipe: (regex on the op's output tensor name, op kind) pairs quantized statically; every
 # other op stays float. Tensor names carry the module path (e.g. ``..._Relu6ChannelGate_gate``).
@@ -115,6 +118,7 @@ def quantize_litert(
         {"input": np.ascontiguousarray(images[i : i + batch])}
         for i in range(0, len(images) - batch + 1, batch)
     ]
+    log.info("ai-edge-quantizer: int8 of %s on %d images", fp32.name, len(samples) * batch)
     recipe = int8_recipe(ops)
     quantizer = aeq.Quantizer(str(fp32), recipe)
     calibrator = import_sdk("ai_edge_quantizer.calibrator", "litert", "LiteRT int8")
