@@ -90,7 +90,7 @@ def _runner_options(
         options["precision"] = ov_precision or own
     elif runtime == "onnxruntime":
         options["allow_spinning"] = False  # the cells follow torch's reference on the same cores
-    if threads and runtime in ("torch", "onnxruntime", "openvino"):
+    if threads and runtime in ("torch", "onnxruntime", "openvino", "litert"):  # litert: #16
         options["threads"] = threads
     return options
 
