@@ -111,10 +111,14 @@ def check_sdks(options: ExportOptions) -> None:
     if Target.COREML in options.targets:
         needed.append(("coremltools", "coreml", "CoreML export"))
     if Target.LITERT in options.targets:  # issue 16
-        needed += [("litert_torch", "litert", "LiteRT export")]
-        needed += [("ai_edge_litert", "litert", "LiteRT export")]
-        if options.precision is not Precision.FP32:
-            needed.append(("ai_edge_quantizer", "litert", "LiteRT fp16/int8"))
+        from partialnet.export.targets import litert
+
+        sdks = (
+            litert.SDKS
+            if options.precision is Precision.FP32
+            else (*litert.SDKS, litert.QUANTIZER_SDK)
+        )
+        needed += [(module, litert.EXTRA, purpose) for module, purpose in sdks]
     if options.precision is Precision.INT8:
         if {Target.ONNX, Target.TRT} & set(options.targets):
             needed.append(("onnxruntime", "onnx", "INT8 ONNX quantization"))
