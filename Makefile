@@ -53,7 +53,7 @@ LITERT_PY := $(LITERT_VENV)/bin/python
 $(LITERT_VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(LITERT_VENV)
 	$(LITERT_PY) -m pip install --quiet --upgrade pip
-	$(LITERT_PY) -m pip install --quiet -c constraints.txt -e '.[litert]' 'pytest>=8' 'scikit-learn>=1.3'
+	$(LITERT_PY) -m pip install --quiet -c constraints.txt -e '.[litert,bench]' 'pytest>=8' 'scikit-learn>=1.3'
 	touch $@
 
 test-litert: $(LITERT_VENV)/.installed
