@@ -62,6 +62,6 @@ test-litert: $(LITERT_VENV)/.installed
 
 # The trained digits model x litert x {fp32, fp16, int8}, with accuracy on its val images.
 parity-litert: $(LITERT_VENV)/.installed data
-	$(LITERT_VENV)/bin/partialnet-bench parity --checkpoint $(CKPT) --runtimes litert,torch \
+	$(LITERT_VENV)/bin/partialnet-bench parity --checkpoint $(CKPT) --runtimes litert \
 		--precisions fp32,fp16,int8 --eval-data $(DATA)/digits/val \
 		--calibration-data $(DATA)/digits/train --output parity-results/litert
