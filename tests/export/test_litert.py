@@ -67,6 +67,20 @@ def test_metadata_is_read_back_from_the_tflite(fp32) -> None:
     assert meta["mean"] and meta["std"]
 
 
+def test_device_check_repeats_the_gate_on_the_tflite(fp32, tmp_path: Path) -> None:
+    """``partialnet-bench check`` (the "verified where it runs" check) on the LiteRT export:
+    same reference, same runner, same rule, so the same figures as the export's gate."""
+    import json
+
+    from partialnet.bench import cli
+
+    out = tmp_path / "check"
+    assert cli.main(["check", fp32[1]["_dir"], "--output", str(out), "--iterations", "3"]) == 0
+    (row,) = json.loads((out / "report.json").read_text())["artifacts"]
+    assert row["runtime"] == "litert" and row["status"] == "pass" and row["same_as_gate"]
+    assert row["parity"]["cosine"] == fp32[1]["parity"]["cosine"]
+
+
 def record_preprocessing(record: dict) -> dict:
     """What the export recorded as the preprocessing (the same facts as the ONNX metadata)."""
     from partialnet.export.manifest import load_manifest
