@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-.PHONY: install export test parity lint data
+.PHONY: install export test parity lint data test-litert parity-litert
 install: $(VENV)/.installed
 
 export: install
@@ -44,3 +44,24 @@ parity: data
 		--calibration-data $(DATA)/digits/train --output parity-results/digits
 	$(BENCH) --variants t0 --runtimes coreml --calibration-data $(DATA)/photos \
 		--output parity-results/coreml-t0
+
+# LiteRT (issue 16) in its own venv: litert-torch caps typing-extensions below 4.13 (through
+# xdsl), which would hold back every other package of [all] (README, LiteRT).
+LITERT_VENV ?= .venv-litert
+LITERT_PY := $(LITERT_VENV)/bin/python
+
+$(LITERT_VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(LITERT_VENV)
+	$(LITERT_PY) -m pip install --quiet --upgrade pip
+	$(LITERT_PY) -m pip install --quiet -c constraints.txt -e '.[litert,bench]' 'pytest>=8' 'scikit-learn>=1.3'
+	touch $@
+
+test-litert: $(LITERT_VENV)/.installed
+	$(LITERT_PY) -m pytest tests/export/test_litert.py tests/export/test_litert_options.py \
+		tests/runtimes/test_litert_runner.py
+
+# The trained digits model x litert x {fp32, fp16, int8}, with accuracy on its val images.
+parity-litert: $(LITERT_VENV)/.installed data
+	$(LITERT_VENV)/bin/partialnet-bench parity --checkpoint $(CKPT) --runtimes litert \
+		--precisions fp32,fp16,int8 --eval-data $(DATA)/digits/val \
+		--calibration-data $(DATA)/digits/train --output parity-results/litert

@@ -28,7 +28,7 @@ from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest, resolve_artifact
 from partialnet.export.options import Precision, needs_calibration
-from partialnet.export.targets import TARGETS, runtime_of, target_of
+from partialnet.export.targets import TARGETS, runtime_of, spec_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
@@ -225,6 +225,9 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
     target, batch = target_of(job.name), max(run.args.batch)
     out = run.tmp / f"{job.name}-{job.precision}"
     dynamic = (1, batch, batch) if batch > 1 else None  # so that every requested batch fits
+    fixed = {}
+    if not spec_of(target).dynamic_batch:  # CoreML, LiteRT: the smallest batch; others skip
+        dynamic, fixed = None, {"batch": min(run.args.batch)}
     hw = tuple(job.input_chw[1:])  # verify=False: checking parity is `parity`'s job, not ours
     export(
         run.model,
@@ -234,6 +237,7 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
         imgsz=hw,
         dynamic_batch=dynamic,
         verify=False,
+        **fixed,
         **(
             {"calibration_data": run.args.calibration_data}
             if needs_calibration(job.precision)

@@ -16,6 +16,7 @@ class Target(str, enum.Enum):
     OPENVINO = "openvino"
     COREML = "coreml"
     TRT = "trt"
+    LITERT = "litert"
 
 
 class Precision(str, enum.Enum):
@@ -68,10 +69,11 @@ def parse_targets(text: str | list[str] | tuple[str, ...]) -> tuple[Target, ...]
     names = {str(i).strip().lower() for i in items if str(i).strip()}
     if not names:
         raise UsageError(
-            f"no target given: use --target with one or more of {', '.join(valid)}, or all"
+            f"no target given: use --target with one or more of {', '.join(valid)}, or all "
+            f"(all but {', '.join(s.name for s in TARGETS if not s.in_all) or 'none'})"
         )
-    if "all" in names:
-        return order
+    if "all" in names:  # every target but those named on their own (LiteRT: all,litert)
+        names = (names - {"all"}) | {spec.name for spec in TARGETS if spec.in_all}
     unknown = sorted(names - set(valid))
     if unknown:
         raise UsageError(

@@ -17,6 +17,7 @@ class Runtime(str, enum.Enum):
     OPENVINO = "openvino"
     TENSORRT = "tensorrt"
     COREML = "coreml"
+    LITERT = "litert"
 
 
 class RuntimeUnavailableError(RuntimeError):

@@ -93,6 +93,12 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         {"coremltools": ("coremltools",)},
         controls_threads=False,  # Core ML schedules its own threads
     ),
+    RuntimeSpec(
+        Runtime.LITERT,
+        ".litert:LiteRTRunner",
+        lambda: _sdk_reason("ai_edge_litert", "litert", "the LiteRT runner"),
+        {"ai-edge-litert": ("ai-edge-litert",), "litert-torch": ("litert-torch",)},
+    ),
 )
 _BY_RUNTIME = {spec.runtime: spec for spec in RUNTIMES}
 

@@ -33,9 +33,9 @@ GOALS = {
 
 
 def time_export(
-    variant: str, out_dir: Path, extra: list[str] | None = None
+    variant: str, out_dir: Path, extra: list[str] | None = None, target: str = "all"
 ) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit code) of one ``--target all`` export process.
+    """(wall seconds, peak RSS MiB, exit code) of one ``--target`` (all) export process.
 
     The process tree's RSS is sampled every 20 ms (the exporter's children included).
     """
@@ -48,7 +48,7 @@ def time_export(
         "--variant",
         variant,
         "--target",
-        "all",
+        target,
         "--output",
         str(out_dir),
         *(extra or []),

@@ -24,13 +24,14 @@ from partialnet.export.targets.base import (
     TargetSpec,
 )
 from partialnet.export.targets.coreml import SPEC as COREML
+from partialnet.export.targets.litert import SPEC as LITERT
 from partialnet.export.targets.onnx import SPEC as ONNX
 from partialnet.export.targets.openvino import SPEC as OPENVINO
 from partialnet.export.targets.tensorrt import SPEC as TENSORRT
 from partialnet.runtimes.base import Runtime
 
 # Export order: the targets built from the ONNX follow it (it is written once, shared).
-TARGETS: tuple[TargetSpec, ...] = (ONNX, OPENVINO, TENSORRT, COREML)
+TARGETS: tuple[TargetSpec, ...] = (ONNX, OPENVINO, TENSORRT, COREML, LITERT)
 
 _BY_TARGET = {spec.target: spec for spec in TARGETS}
 _BY_RUNTIME = {spec.runtime: spec for spec in TARGETS}

@@ -87,6 +87,7 @@ class TargetSpec:
     for_runtime: Callable[[Mapping[str, Any]], bool] = lambda _details: True
     parity_default: bool = False  # among partialnet-bench parity's default runtimes
     directory: bool = False  # the artifact is a directory (an IR pair, an .mlpackage)
+    in_all: bool = True  # False: `--target all` leaves it out (its SDK's pins: README)
     # Further files a precision writes beside the artifact (int8 ONNX: the TensorRT flavour).
     also_writes: Callable[[str, Precision], tuple[str, ...]] = lambda _stem, _p: ()
 
