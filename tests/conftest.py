@@ -143,3 +143,13 @@ def corrupt_coreml_weight(package: Path) -> Path:
     data[offset : offset + 64] = (-values).tobytes()
     blob.write_bytes(bytes(data))
     return package
+
+
+def snapshot_files(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (hidden ones, scratch included) with its bytes: what
+    "byte-identical" is checked against."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import snapshot_files
 
 import partialnet
 from partialnet.export import cli
@@ -15,18 +16,9 @@ from partialnet.export import cli
 SMALL = ["--variant", "t0", "--imgsz", "64"]
 
 
-def _snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory`` (hidden ones too) with its bytes."""
-    return {
-        str(p.relative_to(directory)): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
-
-
 def _good_export(out: Path) -> dict[str, bytes]:
     assert cli.main([*SMALL, "--target", "onnx,openvino", "--output", str(out)]) == 0
-    before = _snapshot(out)
+    before = snapshot_files(out)
     assert "manifest.json" in before and any(k.endswith(".onnx") for k in before)
     assert any(k.endswith(".bin") for k in before)  # the IR pair, inside its directory
     return before
@@ -56,7 +48,7 @@ def test_nan_checkpoint_is_rejected_and_nothing_is_replaced(tmp_path: Path, caps
     line = _one_line(captured.err)
     assert "parity violation" in line and "not placed" in line
     assert "FAIL" in captured.out  # the table shows the rejected artifacts' numbers
-    assert _snapshot(out) == before
+    assert snapshot_files(out) == before
 
 
 def test_interrupted_export_leaves_everything_as_it_was(
@@ -73,7 +65,7 @@ def test_interrupted_export_leaves_everything_as_it_was(
     # The ONNX was already built and verified in scratch: an interrupt must not place it.
     assert cli.main([*SMALL, "--target", "onnx,openvino", "--output", str(out)]) == 130
     assert "interrupted" in capsys.readouterr().err
-    assert _snapshot(out) == before
+    assert snapshot_files(out) == before
 
 
 def test_sdk_error_is_one_line_and_debug_shows_the_traceback(
@@ -92,7 +84,7 @@ def test_sdk_error_is_one_line_and_debug_shows_the_traceback(
     assert cli.main(args) == 1
     line = _one_line(capsys.readouterr().err)
     assert "OpenVINO could not convert" in line and "second line" not in line
-    assert _snapshot(out) == before
+    assert snapshot_files(out) == before
     assert cli.main([*args, "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
 
@@ -146,7 +138,7 @@ def test_full_disk_is_one_line_and_keeps_earlier_artifacts(
 ) -> None:
     out = (small_disk or tmp_path) / "out"
     assert cli.main([*SMALL, "--target", "onnx", "--output", str(out)]) == 0
-    before = _snapshot(out)
+    before = snapshot_files(out)
     capsys.readouterr()
     if small_disk is not None:
         # Fill the rest of the 40 MiB: the next ONNX (14 MB) cannot be written in scratch.
@@ -176,4 +168,4 @@ def test_full_disk_is_one_line_and_keeps_earlier_artifacts(
     assert cli.main([*SMALL, "--target", "onnx", "--output", str(out)]) == 1
     line = _one_line(capsys.readouterr().err)
     assert "no space left" in line and "earlier artifacts were left as they were" in line
-    assert _snapshot(out) == before
+    assert snapshot_files(out) == before

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import snapshot_files
 
 from partialnet.export import cli
 from partialnet.export.commit import OWNER_FILE, SCRATCH_PREFIX
@@ -26,15 +27,6 @@ from partialnet.export.files import sha256_path
 SMALL = ["--variant", "t0", "--imgsz", "64"]
 ONNX = "partialnet-t0-64x64-fp32.onnx"
 IR = "partialnet-t0-64x64-fp32.openvino"
-
-
-def _snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory`` (hidden ones, scratch included) with its bytes."""
-    return {
-        str(p.relative_to(directory)): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _listed_equals_present(out: Path) -> dict[str, dict]:
@@ -101,7 +93,7 @@ def _wait_for(proc: subprocess.Popen[str], marker: str) -> list[str]:
 def test_a_signal_before_the_commit_changes_nothing(
     sig: signal.Signals, marker: str, delay: float, earlier: Path
 ) -> None:
-    before = _snapshot(earlier)
+    before = snapshot_files(earlier)
     proc = _start(earlier, "--dynamic-batch", "1:2:4")  # different bytes, same names
     _wait_for(proc, marker)
     time.sleep(delay)
@@ -114,10 +106,10 @@ def test_a_signal_before_the_commit_changes_nothing(
     else:  # no handler: the process dies, its scratch stays until the next export
         assert proc.returncode == -sig, err
     if sig == signal.SIGINT:
-        assert not scratch and _snapshot(earlier) == before  # every byte, hidden files too
+        assert not scratch and snapshot_files(earlier) == before  # every byte, hidden files too
         return
     assert len(scratch) == 1 and (scratch[0] / OWNER_FILE).is_file()
-    left = {k: v for k, v in _snapshot(earlier).items() if not k.startswith(SCRATCH_PREFIX)}
+    left = {k: v for k, v in snapshot_files(earlier).items() if not k.startswith(SCRATCH_PREFIX)}
     assert left == before
     # The next export into the directory removes the scratch of the dead one.
     assert cli.main([*SMALL, "--target", "onnx", "--output", str(earlier)]) == 0
@@ -139,10 +131,10 @@ def test_an_interrupt_wrapped_by_the_onnx_exporter_is_still_exit_130(
             raise TorchExportError("Failed to export the model with torch.export") from exc
 
     monkeypatch.setattr(torch.onnx, "export", wrapped)
-    before = _snapshot(earlier)
+    before = snapshot_files(earlier)
     assert cli.main([*SMALL, "--target", "onnx,openvino", "--output", str(earlier)]) == 130
     assert "interrupted" in capsys.readouterr().err
-    assert _snapshot(earlier) == before
+    assert snapshot_files(earlier) == before
 
 
 def test_a_partly_rejected_export_places_what_passed_and_keeps_the_earlier_records(
@@ -157,12 +149,12 @@ def test_a_partly_rejected_export_places_what_passed_and_keeps_the_earlier_recor
 
     monkeypatch.setattr(convert, "export_openvino", fp16_weights)
     old_records = _listed_equals_present(earlier)
-    old_ir = _snapshot(earlier / IR)
+    old_ir = snapshot_files(earlier / IR)
     argv = [*SMALL, "--target", "onnx,openvino", "--dynamic-batch", "1:2:4"]
     assert cli.main([*argv, "--output", str(earlier)]) == 1
     assert "parity violation for openvino" in capsys.readouterr().err
     records = _listed_equals_present(earlier)  # the manifest equals the directory
-    assert records[IR] == old_records[IR] and _snapshot(earlier / IR) == old_ir
+    assert records[IR] == old_records[IR] and snapshot_files(earlier / IR) == old_ir
     assert records[ONNX]["dynamic_batch"] == [1, 2, 4]  # the new ONNX passed: placed
     assert records[ONNX]["sha256"] != old_records[ONNX]["sha256"]
 
@@ -173,24 +165,24 @@ def test_a_name_taken_by_something_else_is_refused_before_building(
     out = tmp_path / "out"
     out.mkdir()
     (out / IR).write_text("a plain file where the IR directory goes")
-    before = _snapshot(out)
+    before = snapshot_files(out)
     started = time.monotonic()
     assert cli.main([*SMALL, "--target", "onnx,openvino", "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "exists and is a file" in err and "onnx: exporting" not in err
-    assert _snapshot(out) == before and sorted(os.listdir(out)) == [IR]
+    assert snapshot_files(out) == before and sorted(os.listdir(out)) == [IR]
     print(f"refused after {time.monotonic() - started:.1f} s")  # no timed assertion
 
 
 def test_another_models_export_is_refused_unless_replace(
     earlier: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = _snapshot(earlier)
+    before = snapshot_files(earlier)
     other = ["--variant", "t0", "--imgsz", "96", "--target", "onnx", "--output", str(earlier)]
     assert cli.main(other) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "another model" in line and "--replace" in line
-    assert _snapshot(earlier) == before
+    assert snapshot_files(earlier) == before
     assert cli.main([*other, "--replace"]) == 0
     records = _listed_equals_present(earlier)  # t0 at 64's files are gone, not unlisted
     assert set(records) == {"partialnet-t0-96x96-fp32.onnx"}
@@ -211,7 +203,7 @@ def test_a_full_disk_inside_the_openvino_writer_says_so_and_changes_nothing(
         pytest.skip("cannot mount a small tmpfs here (needs root): the SDK's own error path")
     out = small_disk / "out"
     assert cli.main([*SMALL, "--target", "onnx", "--output", str(out)]) == 0
-    before = _snapshot(out)
+    before = snapshot_files(out)
     # Room for the new ONNX in scratch (14 MB), not for the IR after it: OpenVINO's writer
     # fails with "basic_ios::clear: iostream error", which does not say why.
     _fill(small_disk, 20 << 20)
@@ -219,7 +211,7 @@ def test_a_full_disk_inside_the_openvino_writer_says_so_and_changes_nothing(
     assert cli.main([*SMALL, "--target", "onnx,openvino", "--output", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert "openvino export failed: no space left on the device" in err[-1], err
-    assert _snapshot(out) == before  # the ONNX passed, but the commit found no room
+    assert snapshot_files(out) == before  # the ONNX passed, but the commit found no room
 
 
 def test_enospc_reported_by_a_writer_is_named(
@@ -234,7 +226,7 @@ def test_enospc_reported_by_a_writer_is_named(
             raise RuntimeError("Exception from src/core: cannot write") from exc
 
     monkeypatch.setattr(openvino, "save_model", quota)
-    before = _snapshot(earlier)
+    before = snapshot_files(earlier)
     assert cli.main([*SMALL, "--target", "openvino", "--output", str(earlier)]) == 1
     assert "disk quota exceeded" in capsys.readouterr().err
-    assert _snapshot(earlier) == before
+    assert snapshot_files(earlier) == before
