@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.errors import PartialNetError
+from partialnet.errors import PartialNetError, UsageError
 from partialnet.export.builders import (
     BuiltArtifact,
     TargetContext,
@@ -43,6 +43,7 @@ from partialnet.export.gate.reference import write_reference
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
+    DEFAULT_MAX_DROP,
     ExportOptions,
     Precision,
     Target,
@@ -118,6 +119,8 @@ def export(
     eval_data: str | Path | None = None,
     calibration_data: str | Path | None = None,
     calibration_images: int = 300,
+    int8_fallback: bool = True,
+    max_drop: float | None = None,
     progress: Progress | None = None,
 ) -> Manifest:
     """Export to every requested target; returns the manifest (also written to disk).
@@ -130,11 +133,40 @@ def export(
     what the gate checks on (see ``partialnet.export.gate.inputs``); with labels every verified
     record gains its accuracy. int8 needs ``calibration_data``.
 
+    int8: ``max_drop`` (top-1 points, default 1.0) is the budget; with ``int8_fallback`` an
+    artifact that misses it gets its worst layers returned to float until it holds
+    (``partialnet.export.int8_fallback``).
+
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an
     artifact could not be produced (those that passed before it are placed, earlier ones
     otherwise untouched), ParityFailure when an artifact disagrees with the eager model
     (it is not placed; the others are).
     """
+    if str(precision).lower() == "auto":  # the fastest candidate that holds, per target
+        from partialnet.export.auto import export_auto
+
+        if not verify or triton_repo is not None:
+            raise UsageError(
+                "--precision auto judges every candidate: drop --no-verify/--triton-repo"
+            )
+        return export_auto(
+            export,
+            model_or_checkpoint,
+            variant=variant,
+            targets=targets,
+            max_drop=max_drop,
+            eval_data=eval_data,
+            calibration_data=calibration_data,
+            output_dir=output_dir,
+            progress=progress,
+            imgsz=imgsz,
+            batch=batch,
+            dynamic_batch=dynamic_batch,
+            opset=opset,
+            features=features,
+            calibration_images=calibration_images,
+            int8_fallback=int8_fallback,
+        )
     say = progress or (lambda _msg: None)
     opts = ExportOptions(
         targets=parse_targets(targets),
@@ -150,6 +182,8 @@ def export(
         coreml_image_input=coreml_image_input,
         coreml_class_labels=Path(coreml_class_labels) if coreml_class_labels else None,
         coreml_simulate=coreml_simulate,
+        int8_fallback=int8_fallback,
+        max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
     )
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
@@ -203,6 +237,7 @@ def export(
                 coreml=coreml,
                 gate_images=inputs.gate,
                 calibration=inputs.calibration,
+                reference=reference,
             )
             refs = _write_reference(ctx, reference, inputs.record) if opts.verify else None
             try:
@@ -267,6 +302,7 @@ def _verify(
                 ctx.options.sample_batch,
                 ctx.options.precision,
                 runner.info().batch_range,
+                max_drop=ctx.options.max_drop / 100,
             )
             simulated = bool(runner.info().extra.get("simulated"))
     except PartialNetError:
@@ -399,6 +435,12 @@ def _rejection_message(rejected: list[_Checked], out_dir: Path) -> str:
             f"max|ref|, cosine {p.get('cosine', float('nan')):.6f}, top-1 "
             f"{p.get('top1_agreement', float('nan')):.1%})"
         )
+        fallback = item.built.details.get("fallback") or {}
+        if fallback.get("needed"):
+            parts[-1] += (
+                f" after the int8 fallback returned {len(fallback.get('float_layers', []))} of "
+                f"{fallback.get('quantizable_layers')} layers to float"
+            )
     return (
         f"parity violation for {', '.join(parts)}: not placed, earlier artifacts in {out_dir} "
         "were kept"

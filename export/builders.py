@@ -36,6 +36,7 @@ class TargetContext:
     coreml: Any = None  # CoreMLOptions, validated up front by check_target_options
     gate_images: Any = None  # parity.GateImages the gate runs on
     calibration: Any = None  # N x C x H x W float32 int8 calibration images, else None
+    reference: Any = None  # batch -> eager fp32 outputs (the gate's reference), for int8 search
     _onnx: tuple[Path, dict[str, Any]] | None = field(default=None, init=False)
     _qdq: dict[str, tuple[Path, dict[str, Any]]] = field(default_factory=dict, init=False)
 
@@ -64,6 +65,23 @@ class TargetContext:
     def int8(self) -> bool:
         return self.options.precision is Precision.INT8
 
+    def judge(self, path: Path, open_runner: Callable[[Path], Any]) -> Any:
+        """The gate's verdict (a ParityResult) on an artifact in scratch, before it is built
+        into others: the int8 fallback's check."""
+        from partialnet.export.gate.parity import run_parity
+
+        features = self.inference.feature_norms is not None
+        with open_runner(path) as runner:
+            return run_parity(
+                self.reference,
+                runner.infer_all if features else runner.infer,
+                self.gate_images,
+                self.options.sample_batch,
+                self.options.precision,
+                runner.info().batch_range,
+                max_drop=self.options.max_drop / 100,
+            )
+
     def calibration_batches(self, batch: int = 8) -> list[Any]:
         """The int8 calibration images in batches (a dynamic-batch graph takes any size; a
         fixed one is cut to its batch by the quantizers)."""
@@ -79,7 +97,12 @@ class TargetContext:
             suffix = "" if flavour == QdqFlavour.ONNXRUNTIME.value else f"-{flavour}"
             path = self.scratch / f"{self.stem}{suffix}{ARTIFACT_SUFFIX[Target.ONNX]}"
             self.say(f"      int8: calibrating the {flavour} Q/DQ ONNX")
-            facts = quantize_onnx(fp32, path, self.calibration_batches(), flavour=flavour)
+            if self.options.int8_fallback and self.options.verify:
+                from partialnet.export.int8_fallback import onnx_with_fallback
+
+                facts = onnx_with_fallback(self, fp32, path, flavour)
+            else:
+                facts = quantize_onnx(fp32, path, self.calibration_batches(), flavour=flavour)
             self._qdq[flavour] = (path, facts)
         return self._qdq[flavour]
 
@@ -198,11 +221,16 @@ def _openvino(ctx: TargetContext) -> BuiltArtifact:
         from partialnet.export.targets.openvino.int8 import quantize_openvino
 
         ctx.say("      int8: NNCF calibration of the OpenVINO model")
-        facts = quantize_openvino(
-            onnx_path, ir_xml(staged), ctx.calibration_batches(), metadata=ctx.metadata
-        )
         # Unquantized ops in f32, as the fp32 IR's check (OpenVINO would pick bf16 here).
         runner = _runner("openvino", precision="fp32")
+        if ctx.options.int8_fallback and ctx.options.verify:
+            from partialnet.export.int8_fallback import openvino_with_fallback
+
+            facts = openvino_with_fallback(ctx, onnx_path, staged, runner)
+        else:
+            facts = quantize_openvino(
+                onnx_path, ir_xml(staged), ctx.calibration_batches(), metadata=ctx.metadata
+            )
         return BuiltArtifact(Target.OPENVINO, staged, name, facts, None, runner)
     facts = export_openvino(
         onnx_path,

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "fp16", "int8"],
-        help="int8 needs --calibration-data",
+        choices=["fp32", "fp16", "int8", "auto"],
+        help="int8 needs --calibration-data; auto (with --max-drop) places, per target, the "
+        "fastest of fp32/fp16/bf16/int8 on this CPU that keeps accuracy",
     )
     out.add_argument(
         "--imgsz",
@@ -86,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="print the traceback of a failure (also PARTIALNET_DEBUG=1)",
+    )
+    out.add_argument(
+        "--int8-fallback",
+        default="on",
+        choices=["on", "off"],
+        help="int8: when an artifact misses the int8 rule, return its most damaging layers to "
+        "float one at a time until it holds (off: refuse it, as before)",
+    )
+    out.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        metavar="P",
+        help="int8 and auto: top-1 points the artifact may lose against the eager fp32 model "
+        "on --eval-data (default 1.0; without labels the agreement rules apply)",
     )
     data = p.add_argument_group("images (checked and preprocessed before anything is written)")
     data.add_argument(
@@ -241,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_data=args.eval_data,
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,
+            int8_fallback=args.int8_fallback == "on",
+            max_drop=args.max_drop,
             progress=progress,
         )
         print(_table(_asked(manifest, _targets(args.target))))

@@ -148,6 +148,18 @@ def check_workspace(workspace_mb: int | None) -> None:
         )
 
 
+DEFAULT_MAX_DROP = 1.0
+
+
+def check_max_drop(points: float) -> None:
+    """A top-1 budget is a number of points between 0 and 100."""
+    if isinstance(points, bool) or not isinstance(points, (int, float)) or not 0 <= points <= 100:
+        raise UsageError(
+            f"--max-drop {points!r} is not a number of top-1 points between 0 and 100 "
+            "(e.g. --max-drop 1.0)"
+        )
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Validated export settings (the CLI and the Python API both build one)."""
@@ -166,6 +178,8 @@ class ExportOptions:
     coreml_image_input: bool = False
     coreml_class_labels: Path | None = None
     coreml_simulate: bool = False  # verify CoreML in the MIL interpreter even on macOS
+    int8_fallback: bool = True  # int8: return the worst layers to float until the gate holds
+    max_drop: float = DEFAULT_MAX_DROP  # int8 top-1 budget in points (with labels)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -175,6 +189,7 @@ class ExportOptions:
                 f"--opset {self.opset} is not supported; use 17..23 (default 18, int8 20)"
             )
         check_workspace(self.workspace_mb)
+        check_max_drop(self.max_drop)
         if self.dynamic_batch is not None and Target.COREML in self.targets:
             raise UsageError(
                 "CoreML export takes a fixed batch: drop --dynamic-batch for "

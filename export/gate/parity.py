@@ -139,10 +139,12 @@ def compare(
     inputs: str = NOISE,
     dataset: str | None = None,
     classify: bool = True,
+    max_drop: float = INT8_MAX_TOP1_DROP,
 ) -> ParityResult:
     """Judge ``candidate`` against ``reference`` (N x ... outputs) by ``precision``'s rule.
 
     ``classify=False`` (feature maps): only the elementwise and cosine rules apply.
+    ``max_drop``: the int8 top-1 budget with labels, a fraction (``--max-drop`` / 100).
     """
     ref = reference.astype(np.float64).reshape(len(reference), -1)
     out = candidate.astype(np.float64).reshape(len(candidate), -1)
@@ -180,8 +182,8 @@ def compare(
     elif precision is Precision.INT8:
         if acc is not None:
             drop = float(acc["reference_top1"]) - float(acc["top1"])
-            if not drop <= INT8_MAX_TOP1_DROP + 1e-12:
-                failed.append(f"top-1 accuracy drop {drop:.1%} > {INT8_MAX_TOP1_DROP:.0%}")
+            if not drop <= max_drop + 1e-12:
+                failed.append(f"top-1 accuracy drop {drop:.1%} > {max_drop:.1%}")
         else:
             required = math.ceil(INT8_MIN_TOP1 * n - 1e-9)
             if int(strict.sum()) < required:
@@ -263,6 +265,7 @@ def run_parity(
     batch: int,
     precision: Precision,
     batch_range: tuple[int, int] | None = None,
+    max_drop: float = INT8_MAX_TOP1_DROP,
 ) -> ParityResult:
     """Run both on the same images and compare all outputs at once.
 
@@ -309,6 +312,7 @@ def judge(
         labels=data.labels,
         inputs=data.source,
         dataset=data.dataset,
+        max_drop=max_drop,
     )
 
 

@@ -54,7 +54,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,7 @@ def quantize_onnx(
     flavour: QdqFlavour = QdqFlavour.ONNXRUNTIME,
     calibration_method: str = "minmax",
     reduce_range: bool | None = None,
+    exclude: Sequence[str] = (),
 ) -> dict[str, object]:
     """Write a Q/DQ int8 copy of ``fp32_path`` to ``out_path``; return facts for the manifest.
 
@@ -183,6 +184,8 @@ def quantize_onnx(
     Entropy and Percentile kept the same accuracy and take longer. ``reduce_range`` (7-bit
     weights) defaults to the flavour's choice: on for ONNX Runtime's U8S8 graph (see the
     module docstring), off for the symmetric TensorRT graph, whose consumers do not saturate.
+    ``exclude``: more node names to keep in float besides the fp32 islands (the accuracy
+    fallback's choice, ``partialnet.export.int8_fallback``).
     """
     flavour = QdqFlavour(flavour)
     if reduce_range is None:
@@ -199,6 +202,7 @@ def quantize_onnx(
     fixed = dim0.dim_value if dim0.HasField("dim_value") else None
     batches = require_batches(list(rebatch(calibration, fixed)), fixed)
     excluded = fp32_islands(proto)
+    excluded += [name for name in exclude if name not in excluded]
     started = time.perf_counter()
     out_path = Path(out_path)
     with atomic_file(out_path) as tmp, _quiet_root_logger():
