@@ -296,11 +296,13 @@ def _gate_images(
 
 
 def _meta_fields(pre: dict[str, Any], record: ArtifactRecord) -> dict[str, Any]:
+    from partialnet.config import ModelMeta
+
     return {
         "input_size": tuple(record.input_shape[2:]),
         "mean": tuple(pre["mean"]),
         "std": tuple(pre["std"]),
-        "crop_pct": pre["crop_pct"],
+        "crop_pct": pre.get("crop_pct", ModelMeta.crop_pct),
     }
 
 
