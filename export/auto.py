@@ -206,22 +206,29 @@ def _candidate(
             **kwargs,
         )
     except ParityFailure as exc:
-        rejected = [r for r in exc.rejected if r.target == target.value]
-        top1 = _top1(rejected[0].parity) if rejected else None
-        return Candidate(precision.value, False, top1, note="failed its gate")
+        # int8 ONNX: the TensorRT flavour may fail where the ONNX Runtime one (the candidate)
+        # passed and was placed.
+        placed = exc.manifest if isinstance(exc.manifest, Manifest) else None
+        if placed is None or _primary(placed, target) is None:
+            rejected = [r for r in exc.rejected if r.target == target.value]
+            top1 = _top1(rejected[0].parity) if rejected else None
+            return Candidate(precision.value, False, top1, note="failed its gate")
+        manifest = placed
     except ExportFailure as exc:
         return Candidate(precision.value, False, note=str(exc)[:200])
     record = _primary(manifest, target)
+    if record is None:
+        return Candidate(precision.value, False, note="nothing was placed")
     top1 = _top1(record.parity)
     passed = record.status == "ok" and _within(record.parity, max_drop)
     return Candidate(precision.value, passed, top1, record=record, directory=sub)
 
 
-def _primary(manifest: Manifest, target: Target) -> ArtifactRecord:
+def _primary(manifest: Manifest, target: Target) -> ArtifactRecord | None:
     """The record auto may place for ``target`` (int8 ONNX: the ONNX Runtime flavour)."""
     records = [a for a in manifest.artifacts if a.target == target.value]
     mine = [a for a in records if a.details.get("flavour", "onnxruntime") == "onnxruntime"]
-    return (mine or records)[0]
+    return mine[0] if mine else None
 
 
 def _top1(parity: dict[str, Any]) -> float | None:
