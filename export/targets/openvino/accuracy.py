@@ -10,6 +10,15 @@ The metric NNCF maximizes is the gate's own rule: with labels, top-1 accuracy (b
 ``max_drop``); without, ``min(agreement / 0.97, worst image cosine / 0.98, 1)`` against the
 eager model's logits, which is 1 exactly when the label-free int8 rule holds, with a budget
 of 0. The gate judges the result again afterwards; NNCF's verdict is not trusted alone.
+
+Why NNCF's and not the ONNX Q/DQ search (``partialnet.export.int8_fallback``): NNCF places
+its quantizers differently from ONNX Runtime (ONNX Runtime rounds the stem conv's output
+ahead of a Split; NNCF does not), so a ranking measured on the Q/DQ ONNX names the wrong
+layers for the IR, and NNCF ranks its own quantizer groups on the IR itself. Measured on the
+outlier digits model (``partialnet.bench.data.outliers``, 300 calibration images, 359 val
+digits, 2 cores under load ~10): plain NNCF 9.75% top-1, accuracy control 99.44% (eager
+fp32 99.44%) with 1 of 49 layers in float, in 119 s. Its ranking re-evaluates the model once
+per quantizer group, so it is the slow part of an int8 export that needs it.
 """
 
 from __future__ import annotations
