@@ -156,8 +156,13 @@ def export_auto(
                 )
             if target is Target.OPENVINO and openvino_has_bf16():
                 fp32 = candidates[0]
+                data = {
+                    "eval_data": eval_data,
+                    "calibration_data": calibration_data,
+                    "calibration_images": kwargs.get("calibration_images", 300),
+                }
                 candidates.append(
-                    _bf16_candidate(fp32, max_drop, eval_data, calibration_data, kwargs)
+                    _bf16_candidate(fp32, max_drop, model_or_checkpoint, variant, data)
                 )
             for c in candidates:  # timed one at a time, after every export of this target
                 if c.passed:
@@ -244,11 +249,7 @@ def _within(parity: dict[str, Any], max_drop: float) -> bool:
 
 
 def _bf16_candidate(
-    fp32: Candidate,
-    max_drop: float,
-    eval_data: Any,
-    calibration_data: Any,
-    kwargs: dict[str, Any],
+    fp32: Candidate, max_drop: float, source: Any, variant: str | None, data: dict[str, Any]
 ) -> Candidate:
     """The fp32 IR run in bf16, judged by the fp16/bf16 rule against its own f32 outputs."""
     from partialnet.export.gate.parity import compare
@@ -257,7 +258,7 @@ def _bf16_candidate(
     if not fp32.passed or fp32.record is None or fp32.directory is None:
         return Candidate("bf16", False, note="the fp32 IR did not pass")
     path = fp32.directory / fp32.record.path
-    images, labels, dataset = _gate_images(fp32, eval_data, calibration_data, kwargs)
+    images, labels, dataset = _gate_images(fp32, source, variant, data)
     outs = {}
     for precision in ("fp32", "bf16"):
         with open_runner("openvino", path, precision=precision, threads=None) as runner:
@@ -279,38 +280,25 @@ def _bf16_candidate(
 
 
 def _gate_images(
-    fp32: Candidate, eval_data: Any, calibration_data: Any, kwargs: dict[str, Any]
+    fp32: Candidate, source: Any, variant: str | None, data: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """The images the fp32 candidate's gate ran on (labels with --eval-data)."""
-    from partialnet.config import ModelMeta
     from partialnet.export.gate.inputs import load_inputs
+    from partialnet.export.source import resolve_source
 
-    record = fp32.record
-    assert record is not None
-    pre = load_manifest(fp32.directory)
-    assert pre is not None
-    meta = ModelMeta(**_meta_fields(pre.data["preprocessing"], record))
+    assert fp32.record is not None
+    shape = fp32.record.input_shape
+    meta = resolve_source(source, variant).eager.cfg.meta
     inputs = load_inputs(
         meta,
-        tuple(record.input_shape[1:]),  # type: ignore[arg-type]
+        tuple(shape[1:]),  # type: ignore[arg-type]
         Precision.FP32,
         1,
-        eval_data=eval_data,
-        calibration_data=calibration_data,
-        calibration_images=kwargs.get("calibration_images", 300),
+        eval_data=data["eval_data"],
+        calibration_data=data["calibration_data"],
+        calibration_images=data.get("calibration_images", 300),
     )
     return inputs.gate.images, inputs.gate.labels, inputs.gate.dataset
-
-
-def _meta_fields(pre: dict[str, Any], record: ArtifactRecord) -> dict[str, Any]:
-    from partialnet.config import ModelMeta
-
-    return {
-        "input_size": tuple(record.input_shape[2:]),
-        "mean": tuple(pre["mean"]),
-        "std": tuple(pre["std"]),
-        "crop_pct": pre.get("crop_pct", ModelMeta.crop_pct),
-    }
 
 
 def time_candidate(target: Target, c: Candidate) -> float:
