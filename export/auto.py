@@ -10,9 +10,9 @@ candidate must also keep top-1 within ``max_drop`` points of the eager model's.
 Every candidate that passed is then timed alone, one after another (no torch, no other
 runtime running), at batch 1 with the runtime's default threading: the median of
 ``TIMED_RUNS`` runs after a warm-up, best of ``ROUNDS`` rounds that alternate the candidates
-(on a shared machine the load drifts between candidates timed back to back). The fastest is placed with a ``selection`` record; the
-others are discarded with the scratch directory. Nothing is placed before its candidate
-passed.
+(on a shared machine the load drifts between candidates timed back to back). The fastest
+is placed with a ``selection`` record; the others are discarded with the scratch directory.
+Nothing is placed before its candidate passed.
 """
 
 from __future__ import annotations
