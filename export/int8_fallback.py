@@ -308,6 +308,7 @@ def openvino_with_fallback(ctx: Any, onnx_path: Path, staged: Path, runner: Any)
             labels=gate.labels,
             reference=reference,
             max_drop=ctx.options.max_drop / 100,
+            max_float_layers=max(1, math.floor(MAX_FLOAT_FRACTION * quantizable)),
             metadata=ctx.metadata,
         )
         after = ctx.judge(staged, runner)
