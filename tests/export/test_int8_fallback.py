@@ -127,3 +127,25 @@ def test_bad_budget_or_no_images_is_a_usage_error(extra, needle, tmp_path, capsy
     assert code == 2
     assert needle in err[-1] and len(err) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_fallback_without_labels_uses_the_agreement_rules(models, digits_folders, tmp_path):
+    _, amplified = models
+    train, _ = digits_folders
+    manifest = export(
+        amplified,
+        targets="onnx",
+        precision="int8",
+        output_dir=tmp_path,
+        calibration_data=train,
+        calibration_images=CALIBRATION_IMAGES,
+    )
+    for record in manifest.artifacts:
+        fallback = record.details["fallback"]
+        assert record.accuracy is None and "top1" not in fallback["after"]
+        assert fallback["needed"] and not fallback["before"]["passed"]
+        # The label-free int8 rule on the held-out calibration images: agreement >= 97% and
+        # every image's cosine >= 0.98 (partialnet.export.gate.parity).
+        assert fallback["after"]["top1_agreement"] >= 0.97
+        assert fallback["after"]["min_image_cosine"] >= 0.98
+        assert record.parity["inputs"] == "calibration images held out from int8 calibration"
