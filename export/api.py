@@ -338,7 +338,7 @@ def _write_reference(ctx: TargetContext, reference: _Reference, record: dict[str
         precision=opts.precision.value,
         batch=opts.sample_batch,
         preprocessing=record["preprocessing"],  # type: ignore[arg-type]
-        rule=rule_record(opts.precision, features),
+        rule=rule_record(opts.precision, features, max_drop=opts.max_drop / 100),
     )
 
 

@@ -30,9 +30,10 @@ import torch
 
 import partialnet
 from partialnet.bench.data.outliers import amplify_channels
-from partialnet.bench.goals.int8 import DEFAULT_DIGITS, cpu_isa
+from partialnet.bench.goals.int8 import DEFAULT_DIGITS
 from partialnet.export import export
 from partialnet.export.errors import ParityFailure
+from partialnet.machine import cpu_model, isa_summary
 
 
 def _digits(root: Path) -> tuple[Path, Path, Path, Path]:
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-fallback", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"CPU ISA: {cpu_isa()}; cores {os.cpu_count()}; load average {os.getloadavg()}")
+    print(f"CPU: {cpu_model()} ({isa_summary()}); cores {os.cpu_count()}; load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="partialnet-goal-") as tmp:
         train, val, val_a, val_b = _digits(Path(tmp) / "data")
         if not args.skip_fallback:

@@ -276,7 +276,7 @@ def run_parity(
     lo, hi = batch_range or (batch, batch)
     refs = reference_outputs(reference, data, max(lo, min(batch, hi)))
     outs = infer_in_batches(candidate, data.images, batch, (lo, hi))
-    return judge(refs, outs, precision, data)
+    return judge(refs, outs, precision, data, max_drop)
 
 
 def reference_outputs(
@@ -296,6 +296,7 @@ def judge(
     candidate: np.ndarray | dict[str, np.ndarray],
     precision: Precision,
     data: GateImages,
+    max_drop: float = INT8_MAX_TOP1_DROP,
 ) -> ParityResult:
     """The gate's verdict on outputs already computed: the export gate and the device check
     (``partialnet-bench check``, from the export's reference file) both end here."""
@@ -316,8 +317,11 @@ def judge(
     )
 
 
-def rule_record(precision: Precision, features: bool) -> dict[str, object]:
-    """The rule ``compare`` applies to ``precision``, with its thresholds, for the record."""
+def rule_record(
+    precision: Precision, features: bool, max_drop: float = INT8_MAX_TOP1_DROP
+) -> dict[str, object]:
+    """The rule ``compare`` applies to ``precision``, with its thresholds, for the record
+    (``max_drop``: the export's int8 top-1 budget, a fraction)."""
     if precision is Precision.FP32:
         text = "max|diff| <= max_rel x max|ref| and pooled cosine >= min_cosine"
         limits: dict[str, float] = {"max_rel": FP32_MAX_REL, "min_cosine": FP32_MIN_COSINE}
@@ -331,7 +335,7 @@ def rule_record(precision: Precision, features: bool) -> dict[str, object]:
             ">= min_top1 and every image's cosine >= min_image_cosine"
         )
         limits = {
-            "max_top1_drop": INT8_MAX_TOP1_DROP,
+            "max_top1_drop": max_drop,
             "min_top1": INT8_MIN_TOP1,
             "min_image_cosine": INT8_MIN_IMAGE_COSINE,
         }
