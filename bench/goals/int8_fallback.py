@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-fallback", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"CPU: {cpu_model()} ({isa_summary()}); cores {os.cpu_count()}; load average {os.getloadavg()}")
+    load = os.getloadavg()
+    print(f"CPU: {cpu_model()} ({isa_summary()}); cores {os.cpu_count()}; load average {load}")
     with tempfile.TemporaryDirectory(prefix="partialnet-goal-") as tmp:
         train, val, val_a, val_b = _digits(Path(tmp) / "data")
         if not args.skip_fallback:
