@@ -37,8 +37,8 @@ from partialnet.export.options import Precision, Target, check_max_drop, parse_t
 log = logging.getLogger(__name__)
 
 AUTO_TARGETS = (Target.ONNX, Target.OPENVINO)
-WARMUP_RUNS = 20
-TIMED_RUNS = 100
+WARMUP_RUNS = 10
+TIMED_RUNS = 50
 ROUNDS = 3  # best median of 3 alternated rounds: a shared machine's load drifts meanwhile
 RUNTIME = {Target.ONNX: "onnxruntime", Target.OPENVINO: "openvino"}
 
@@ -136,26 +136,28 @@ def export_auto(
     started = time.perf_counter()
     manifest: Manifest | None = None
     with tempfile.TemporaryDirectory(prefix=".partialnet-auto-", dir=out_dir) as scratch:
+        # One export per precision for all targets: they share the ONNX, the images and
+        # the eager reference, as a fixed-precision export does.
+        per_target: dict[Target, list[Candidate]] = {t: [] for t in chosen_targets}
+        for precision in precisions:
+            say(f"auto: candidate {precision.value}")
+            found = _candidates(
+                export,
+                model_or_checkpoint,
+                chosen_targets,
+                precision,
+                Path(scratch) / precision.value,
+                max_drop=max_drop,
+                eval_data=eval_data,
+                calibration_data=calibration_data,
+                variant=variant,
+                say=say,
+                **kwargs,
+            )
+            for target in chosen_targets:
+                per_target[target].append(found[target])
         for target in chosen_targets:
-            candidates: list[Candidate] = []
-            for precision in precisions:
-                sub = Path(scratch) / f"{target.value}-{precision.value}"
-                say(f"auto: {target.value} candidate {precision.value}")
-                candidates.append(
-                    _candidate(
-                        export,
-                        model_or_checkpoint,
-                        target,
-                        precision,
-                        sub,
-                        max_drop=max_drop,
-                        eval_data=eval_data,
-                        calibration_data=calibration_data,
-                        variant=variant,
-                        say=say,
-                        **kwargs,
-                    )
-                )
+            candidates = per_target[target]
             if target is Target.OPENVINO and openvino_has_bf16():
                 fp32 = candidates[0]
                 data = {
@@ -191,46 +193,51 @@ def export_auto(
     return manifest
 
 
-def _candidate(
+def _candidates(
     export: Callable[..., Manifest],
     source: Any,
-    target: Target,
+    targets: tuple[Target, ...],
     precision: Precision,
     sub: Path,
     *,
     max_drop: float,
     say: Callable[[str], None],
     **kwargs: Any,
-) -> Candidate:
+) -> dict[Target, Candidate]:
+    """Export ``precision`` for every target into ``sub``; one candidate per target."""
     from partialnet.export.errors import ParityFailure
 
+    rejected: list[ArtifactRecord] = []
     try:
         manifest = export(
             source,
-            targets=target.value,
+            targets=",".join(t.value for t in targets),
             precision=precision.value,
             output_dir=sub,
             max_drop=max_drop,
             progress=lambda msg: say(f"  {msg}"),
             **kwargs,
         )
-    except ParityFailure as exc:
-        # int8 ONNX: the TensorRT flavour may fail where the ONNX Runtime one (the candidate)
-        # passed and was placed.
-        placed = exc.manifest if isinstance(exc.manifest, Manifest) else None
-        if placed is None or _primary(placed, target) is None:
-            rejected = [r for r in exc.rejected if r.target == target.value]
-            top1 = _top1(rejected[0].parity) if rejected else None
-            return Candidate(precision.value, False, top1, note="failed its gate")
-        manifest = placed
-    except ExportFailure as exc:
-        return Candidate(precision.value, False, note=str(exc)[:200])
-    record = _primary(manifest, target)
-    if record is None:
-        return Candidate(precision.value, False, note="nothing was placed")
-    top1 = _top1(record.parity)
-    passed = record.status == "ok" and _within(record.parity, max_drop)
-    return Candidate(precision.value, passed, top1, record=record, directory=sub)
+    except ParityFailure as exc:  # what passed was placed; the rest is in exc.rejected
+        manifest = exc.manifest if isinstance(exc.manifest, Manifest) else None
+        rejected = list(exc.rejected)
+    except ExportFailure as exc:  # what passed before it was placed
+        manifest = load_manifest(sub) if sub.exists() else None
+        say(f"  auto: {precision.value}: {str(exc)[:200]}")
+    found = {}
+    for target in targets:
+        record = _primary(manifest, target) if manifest is not None else None
+        if record is None:
+            mine = [r for r in rejected if r.target == target.value]
+            top1 = _top1(mine[0].parity) if mine else None
+            note = "failed its gate" if mine else "not built"
+            found[target] = Candidate(precision.value, False, top1, note=note)
+            continue
+        passed = record.status == "ok" and _within(record.parity, max_drop)
+        found[target] = Candidate(
+            precision.value, passed, _top1(record.parity), record=record, directory=sub
+        )
+    return found
 
 
 def _primary(manifest: Manifest, target: Target) -> ArtifactRecord | None:
