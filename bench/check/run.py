@@ -13,7 +13,12 @@ from typing import Any
 
 from partialnet.bench.check.plan import Planned
 from partialnet.bench.perf.measure import ProgressLine, measure_runner
-from partialnet.export.gate.parity import ParityResult, infer_in_batches, judge
+from partialnet.export.gate.parity import (
+    INT8_MAX_TOP1_DROP,
+    ParityResult,
+    infer_in_batches,
+    judge,
+)
 from partialnet.export.gate.reference import Reference
 from partialnet.export.options import Precision
 from partialnet.export.targets import runtime_of
@@ -93,7 +98,11 @@ def check_artifact(
         info = runner.info()
         infer = runner.infer_all if reference.features else runner.infer
         outs = infer_in_batches(infer, reference.gate.images, reference.batch, info.batch_range)
-        result = judge(reference.expected(), outs, Precision(entry["precision"]), reference.gate)
+        # The export's own int8 budget (--max-drop), recorded with its rule.
+        limits = reference.meta.get("rule", {}).get("limits", {})
+        budget = float(limits.get("max_top1_drop", INT8_MAX_TOP1_DROP))
+        precision = Precision(entry["precision"])
+        result = judge(reference.expected(), outs, precision, reference.gate, budget)
         simulated = bool(info.extra.get("simulated"))
         row.update(
             status="pass" if result.passed else "fail",
