@@ -45,8 +45,11 @@ def test_auto_places_the_fastest_candidate_that_passed(auto_onnx) -> None:
     assert selection["chosen"] == fastest["precision"] == record.precision
     for c in passed:  # every candidate judged on top-1 within the budget
         assert c["top1"] >= record.accuracy["reference_top1"] - 0.01 - 1e-12
-    # Only the chosen artifact is in place, recorded in the manifest on disk; no scratch left.
-    assert sorted(p.name for p in out.iterdir()) == sorted([record.path, "manifest.json"])
+    # Only the chosen artifact (with the gate reference its record names, which the commit
+    # step places beside every verified artifact) is in place, recorded in the manifest on
+    # disk; no scratch left.
+    placed = [record.path, record.reference["path"], "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(placed)
     on_disk = load_manifest(out)
     assert on_disk.artifacts[0].selection == selection
 
@@ -59,3 +62,26 @@ def test_bench_prints_the_selection(auto_onnx) -> None:
     chosen = manifest.artifacts[0].selection["chosen"]
     assert f"chose {chosen}" in text and "<- chosen" in text
     assert len(text.splitlines()) == 2 + len(manifest.artifacts[0].selection["candidates"])
+
+
+def test_auto_refuses_another_models_directory_before_building(
+    digits_checkpoint: Path, digits_folders, tmp_path: Path
+) -> None:
+    """auto places through the export's commit step: a directory holding another model's
+    export is refused (exit 2) before any candidate is built, and left as it was."""
+    from partialnet.export.errors import OutputPathError
+
+    export(None, variant="t0", imgsz=64, targets="onnx", output_dir=tmp_path, verify=False)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    train, val = digits_folders
+    with pytest.raises(OutputPathError, match="--replace"):
+        export(
+            digits_checkpoint,
+            targets="onnx",
+            precision="auto",
+            max_drop=1.0,
+            output_dir=tmp_path,
+            eval_data=val,
+            calibration_data=train,
+        )
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
