@@ -85,3 +85,24 @@ def test_auto_refuses_another_models_directory_before_building(
             calibration_data=train,
         )
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_auto_is_a_selection_not_an_artifact_precision() -> None:
+    """auto is in the precision registry (the CLI's choices) but no artifact is built in it:
+    no target lists it, and only export() (which hands it to partialnet.export.auto) takes it."""
+    from partialnet.errors import UsageError
+    from partialnet.export.cli import build_parser
+    from partialnet.export.options import (
+        ARTIFACT_PRECISIONS,
+        PRECISIONS,
+        ExportOptions,
+        Precision,
+    )
+    from partialnet.export.targets import TARGETS
+
+    assert PRECISIONS[Precision.AUTO].selection
+    assert Precision.AUTO not in ARTIFACT_PRECISIONS
+    assert all(Precision.AUTO not in spec.precisions for spec in TARGETS)
+    assert build_parser().parse_args(["--precision", "auto"]).precision == "auto"
+    with pytest.raises(UsageError, match="selects among"):
+        ExportOptions(precision=Precision.AUTO)
