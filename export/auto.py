@@ -17,10 +17,11 @@ Nothing is placed before its candidate passed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,14 +264,15 @@ def _candidates(
 
     rejected: list[ArtifactRecord] = []
     try:
-        manifest = export(
-            source,
-            targets=",".join(t.value for t in targets),
-            precision=precision.value,
-            output_dir=sub,
-            max_drop=max_drop,
-            **kwargs,
-        )
+        with _quiet_scratch_placement(sub):
+            manifest = export(
+                source,
+                targets=",".join(t.value for t in targets),
+                precision=precision.value,
+                output_dir=sub,
+                max_drop=max_drop,
+                **kwargs,
+            )
     except ParityFailure as exc:  # what passed was placed; the rest is in exc.rejected
         manifest = exc.manifest if isinstance(exc.manifest, Manifest) else None
         rejected = list(exc.rejected)
@@ -291,6 +293,24 @@ def _candidates(
             precision.value, passed, _top1(record.parity), record=record, directory=sub
         )
     return found
+
+
+@contextlib.contextmanager
+def _quiet_scratch_placement(sub: Path) -> Iterator[None]:
+    """A candidate's export "places" its artifacts in auto's scratch: those lines would read
+    as if they were in the output directory, so they are dropped (the rest is progress)."""
+
+    def outside(record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and str(sub) in record.getMessage())
+
+    loggers = [logging.getLogger(n) for n in ("partialnet.export.api", "partialnet.export.commit")]
+    for logger in loggers:
+        logger.addFilter(outside)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(outside)
 
 
 def _primary(manifest: Manifest, target: Target) -> ArtifactRecord | None:
