@@ -43,13 +43,21 @@ class Timing:
     duration: float | None
 
 
+# Execution precisions that are no artifact precision, and the rule that judges them: auto's
+# bf16 candidate (the fp32 IR executed in bf16) passed the fp16/bf16 rule against the fp32
+# IR, which itself passed the fp32 rule against the eager outputs the reference holds.
+EXECUTION_RULES = {"bf16": Precision.FP16.value}
+
+
 def runner_options(entry: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """The runner as the export gate opened it (OpenVINO at the artifact's own precision,
     TensorRT with the recorded flavour), with this device's thread count."""
     runtime = runtime_of(entry["target"])
     options: dict[str, Any] = {"threads": threads} if threads else {}
     if runtime == "openvino":
-        options["precision"] = "fp16" if entry.get("precision") == "fp16" else "fp32"
+        own = entry.get("precision")
+        # bf16: the fp32 IR executed in bf16, as --precision auto chose it.
+        options["precision"] = own if own in ("fp16", "bf16") else "fp32"
     details = entry.get("details") or {}
     if runtime == "tensorrt" and details.get("flavour"):
         options["flavour"] = details["flavour"]
@@ -101,7 +109,7 @@ def check_artifact(
         # The export's own int8 budget (--max-drop), recorded with its rule.
         limits = reference.meta.get("rule", {}).get("limits", {})
         budget = float(limits.get("max_top1_drop", INT8_MAX_TOP1_DROP))
-        precision = Precision(entry["precision"])
+        precision = Precision(EXECUTION_RULES.get(entry["precision"], entry["precision"]))
         result = judge(reference.expected(), outs, precision, reference.gate, budget)
         simulated = bool(info.extra.get("simulated"))
         row.update(
