@@ -24,10 +24,11 @@ from partialnet.bench.perf.compare import compare_reports, format_comparison
 from partialnet.bench.perf.measure import PeakMemory, ProgressLine, current_rss_mb, measure_runner
 from partialnet.bench.perf.plots import plot_latency, plot_throughput
 from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell, write_report
+from partialnet.bench.perf.selection import format_selection
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest, resolve_artifact
-from partialnet.export.options import Precision, needs_calibration
+from partialnet.export.options import ARTIFACT_PRECISIONS, needs_calibration
 from partialnet.export.targets import TARGETS, runtime_of, spec_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
@@ -39,7 +40,7 @@ SUBCOMMANDS = {
 }
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
 RUNTIME_NAMES = ("torch", TORCH_INFERENCE, *(spec.runtime.value for spec in TARGETS))
-PRECISIONS = tuple(p.value for p in Precision)
+PRECISIONS = tuple(p.value for p in ARTIFACT_PRECISIONS)
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 
@@ -194,7 +195,7 @@ def _runner_options(job: Job, threads: int | None) -> dict[str, Any]:
     runs at a time here); OpenVINO at the execution precision asked for, else the artifact's."""
     options: dict[str, Any] = {"threads": threads} if threads else {}
     if job.runtime is Runtime.OPENVINO:
-        own = "fp16" if job.precision == "fp16" else "fp32"
+        own = job.precision if job.precision in ("fp16", "bf16") else "fp32"
         options["precision"] = job.ov_precision or own
     return options
 
@@ -306,6 +307,8 @@ def _latency(argv: list[str]) -> int:
     import partialnet
 
     manifest = read_verified_manifest(args.artifacts) if args.artifacts else None
+    if manifest and (selection := format_selection(manifest["artifacts"])):
+        print(selection)
     variant = str(manifest.get("variant")) if manifest else args.variant
     no_model = None
     if manifest is not None and importlib.util.find_spec("torch") is None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.errors import PartialNetError, first_line
+from partialnet.errors import PartialNetError, UsageError, first_line
 from partialnet.export.builders import (
     BuiltArtifact,
     TargetContext,
@@ -52,6 +52,8 @@ from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
     DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_MAX_DROP,
+    PRECISIONS,
     ExportOptions,
     Precision,
     Target,
@@ -125,6 +127,8 @@ def export(
     calibration_data: str | Path | None = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     replace: bool = False,
+    int8_fallback: bool = True,
+    max_drop: float | None = None,
     progress: Callable[[str], None] | None = None,
     **target_options: Any,
 ) -> Manifest:
@@ -141,6 +145,12 @@ def export(
     ``replace``: the output directory may hold another model's export (other variant, size,
     checkpoint or ``features``); its listed files are removed when this one is placed.
     Without it such a directory is refused before anything is built.
+
+    int8: ``max_drop`` (top-1 points, default 1.0) is the budget; with ``int8_fallback`` an
+    artifact that misses it gets its worst layers returned to float until it holds
+    (``partialnet.export.int8_fallback``). ``precision="auto"`` (a selection, not an artifact
+    precision) places per target the fastest candidate within ``max_drop``
+    (``partialnet.export.auto``).
 
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an
     artifact could not be produced, ParityFailure when an artifact disagrees with the eager
@@ -160,6 +170,32 @@ def export(
             DeprecationWarning,
             stacklevel=2,
         )
+    if PRECISIONS[parse_precision(precision)].selection:  # auto: the fastest that holds
+        from partialnet.export.auto import export_auto
+
+        if not verify or triton_repo is not None:
+            raise UsageError(
+                "--precision auto judges every candidate: drop --no-verify/--triton-repo"
+            )
+        return export_auto(
+            export,
+            model_or_checkpoint,
+            variant=variant,
+            targets=targets,
+            max_drop=max_drop,
+            eval_data=eval_data,
+            calibration_data=calibration_data,
+            output_dir=output_dir,
+            replace=replace,
+            imgsz=imgsz,
+            batch=batch,
+            dynamic_batch=dynamic_batch,
+            opset=opset,
+            features=features,
+            calibration_images=calibration_images,
+            int8_fallback=int8_fallback,
+            **target_options,
+        )
     opts = ExportOptions(
         targets=parse_targets(targets),
         precision=parse_precision(precision),
@@ -169,6 +205,8 @@ def export(
         opset=opset or default_opset(parse_precision(precision)),
         verify=verify,
         target_options=with_defaults(target_options),
+        int8_fallback=int8_fallback,
+        max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
     )
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)
@@ -227,6 +265,7 @@ def export(
                 target_options=checked_options,
                 gate_images=inputs.gate,
                 calibration=inputs.calibration,
+                reference=reference,
             )
             refs = _write_reference(ctx, reference, inputs.record) if opts.verify else None
             try:
@@ -303,6 +342,7 @@ def _verify(built: BuiltArtifact, ctx: TargetContext, reference: _Reference) -> 
                 ctx.options.sample_batch,
                 ctx.options.precision,
                 runner.info().batch_range,
+                max_drop=ctx.options.max_drop / 100,
             )
             simulated = bool(runner.info().extra.get("simulated"))
     except PartialNetError:
@@ -338,7 +378,7 @@ def _write_reference(ctx: TargetContext, reference: _Reference, record: dict[str
         precision=opts.precision.value,
         batch=opts.sample_batch,
         preprocessing=record["preprocessing"],  # type: ignore[arg-type]
-        rule=rule_record(opts.precision, features),
+        rule=rule_record(opts.precision, features, max_drop=opts.max_drop / 100),
     )
 
 
@@ -438,6 +478,12 @@ def _rejection_message(rejected: list[_Checked], out_dir: Path) -> str:
             f"max|ref|, cosine {p.get('cosine', float('nan')):.6f}, top-1 "
             f"{p.get('top1_agreement', float('nan')):.1%})"
         )
+        fallback = item.built.details.get("fallback") or {}
+        if fallback.get("needed"):
+            parts[-1] += (
+                f" after the int8 fallback returned {len(fallback.get('float_layers', []))} of "
+                f"{fallback.get('quantizable_layers')} layers to float"
+            )
     return (
         f"parity violation for {', '.join(parts)}: not placed, earlier artifacts in {out_dir} "
         "were kept"

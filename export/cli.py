@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default=Precision.FP32.value,
         choices=[p.value for p in PRECISIONS],
-        help=f"{', '.join(calibrated)} needs --calibration-data",
+        help=f"{', '.join(calibrated)} needs --calibration-data; "
+        + "; ".join(f"{p.value}: {s.summary}" for p, s in PRECISIONS.items() if s.selection),
     )
     out.add_argument(
         "--imgsz",
@@ -118,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="print the traceback of a failure (also PARTIALNET_DEBUG=1)",
+    )
+    out.add_argument(
+        "--int8-fallback",
+        default="on",
+        choices=["on", "off"],
+        help="int8: when an artifact misses the int8 rule, return its most damaging layers to "
+        "float one at a time until it holds (off: refuse it, as before)",
+    )
+    out.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        metavar="P",
+        help="int8 and auto: top-1 points the artifact may lose against the eager fp32 model "
+        "on --eval-data (default 1.0; without labels the agreement rules apply)",
     )
     data = p.add_argument_group("images (checked and preprocessed before anything is written)")
     data.add_argument(
@@ -251,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,
             replace=args.replace,
+            int8_fallback=args.int8_fallback == "on",
+            max_drop=args.max_drop,
             **{o.name: getattr(args, o.name) for spec in TARGETS for o in spec.options},
         )
         print(_table(_asked(manifest, _targets(args.target))))

@@ -34,6 +34,9 @@ class ArtifactRecord:
     # The gate's inputs, eager outputs and rule (partialnet.export.gate.reference): path
     # (relative, beside the artifact), sha256, bytes. None: exported with --no-verify.
     reference: dict[str, Any] | None = None
+    # --precision auto: {"max_drop", "candidates": [{precision, latency_ms, top1, passed}],
+    # "chosen"} (partialnet.export.auto); None otherwise.
+    selection: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -23,6 +23,7 @@ class Precision(str, enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"  # needs calibration images
+    AUTO = "auto"  # a selection among the others (partialnet.export.auto), no artifact's own
 
 
 DEFAULT_OPSET = 18
@@ -42,6 +43,9 @@ class PrecisionSpec:
     summary: str  # one line for the CLI's help
     default_opset: int = DEFAULT_OPSET
     needs_calibration: bool = False
+    # A choice among the artifact precisions per target (auto), not a precision an artifact
+    # is built in: no gate rule, no target lists it, ExportOptions never holds it.
+    selection: bool = False
 
 
 PRECISIONS: dict[Precision, PrecisionSpec] = {
@@ -50,8 +54,17 @@ PRECISIONS: dict[Precision, PrecisionSpec] = {
         PrecisionSpec(Precision.FP32, "float32"),
         PrecisionSpec(Precision.FP16, "float16 weights and activations, fp32 islands"),
         PrecisionSpec(Precision.INT8, "int8, calibrated", INT8_OPSET, needs_calibration=True),
+        PrecisionSpec(
+            Precision.AUTO,
+            "per target the fastest of fp32/fp16/bf16/int8 on this CPU within --max-drop",
+            selection=True,
+        ),
     )
 }
+# What an artifact can be built in (the precisions with a gate rule).
+ARTIFACT_PRECISIONS: tuple[Precision, ...] = tuple(
+    p for p, spec in PRECISIONS.items() if not spec.selection
+)
 
 
 def needs_calibration(precision: str | Precision) -> bool:
@@ -131,6 +144,18 @@ def default_opset(precision: Precision) -> int:
     return PRECISIONS[precision].default_opset
 
 
+DEFAULT_MAX_DROP = 1.0
+
+
+def check_max_drop(points: float) -> None:
+    """A top-1 budget is a number of points between 0 and 100."""
+    if isinstance(points, bool) or not isinstance(points, (int, float)) or not 0 <= points <= 100:
+        raise UsageError(
+            f"--max-drop {points!r} is not a number of top-1 points between 0 and 100 "
+            "(e.g. --max-drop 1.0)"
+        )
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Validated export settings (the CLI and the Python API both build one)."""
@@ -145,6 +170,8 @@ class ExportOptions:
     verify: bool = True
     # Each target's own options by export() keyword (TargetSpec.options), defaults filled.
     target_options: Mapping[str, Any] = field(default_factory=dict)
+    int8_fallback: bool = True  # int8: return the worst layers to float until the gate holds
+    max_drop: float = DEFAULT_MAX_DROP  # int8 top-1 budget in points (with labels)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -153,6 +180,12 @@ class ExportOptions:
             raise UsageError(
                 f"--opset {self.opset} is not supported; use 17..23 (default "
                 f"{DEFAULT_OPSET}, int8 {INT8_OPSET})"
+            )
+        check_max_drop(self.max_drop)
+        if PRECISIONS[self.precision].selection:  # export() hands auto to partialnet.export.auto
+            raise UsageError(
+                f"--precision {self.precision.value} selects among artifact precisions: "
+                "call export(), not ExportOptions, with it"
             )
         from partialnet.export.targets import TARGETS, spec_of
 

@@ -13,7 +13,12 @@ from typing import Any
 
 from partialnet.bench.check.plan import Planned
 from partialnet.bench.perf.measure import ProgressLine, measure_runner
-from partialnet.export.gate.parity import ParityResult, infer_in_batches, judge
+from partialnet.export.gate.parity import (
+    INT8_MAX_TOP1_DROP,
+    ParityResult,
+    infer_in_batches,
+    judge,
+)
 from partialnet.export.gate.reference import Reference
 from partialnet.export.options import Precision
 from partialnet.export.targets import runtime_of
@@ -38,13 +43,21 @@ class Timing:
     duration: float | None
 
 
+# Execution precisions that are no artifact precision, and the rule that judges them: auto's
+# bf16 candidate (the fp32 IR executed in bf16) passed the fp16/bf16 rule against the fp32
+# IR, which itself passed the fp32 rule against the eager outputs the reference holds.
+EXECUTION_RULES = {"bf16": Precision.FP16.value}
+
+
 def runner_options(entry: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """The runner as the export gate opened it (OpenVINO at the artifact's own precision,
     TensorRT with the recorded flavour), with this device's thread count."""
     runtime = runtime_of(entry["target"])
     options: dict[str, Any] = {"threads": threads} if threads else {}
     if runtime == "openvino":
-        options["precision"] = "fp16" if entry.get("precision") == "fp16" else "fp32"
+        own = entry.get("precision")
+        # bf16: the fp32 IR executed in bf16, as --precision auto chose it.
+        options["precision"] = own if own in ("fp16", "bf16") else "fp32"
     details = entry.get("details") or {}
     if runtime == "tensorrt" and details.get("flavour"):
         options["flavour"] = details["flavour"]
@@ -93,7 +106,11 @@ def check_artifact(
         info = runner.info()
         infer = runner.infer_all if reference.features else runner.infer
         outs = infer_in_batches(infer, reference.gate.images, reference.batch, info.batch_range)
-        result = judge(reference.expected(), outs, Precision(entry["precision"]), reference.gate)
+        # The export's own int8 budget (--max-drop), recorded with its rule.
+        limits = reference.meta.get("rule", {}).get("limits", {})
+        budget = float(limits.get("max_top1_drop", INT8_MAX_TOP1_DROP))
+        precision = Precision(EXECUTION_RULES.get(entry["precision"], entry["precision"]))
+        result = judge(reference.expected(), outs, precision, reference.gate, budget)
         simulated = bool(info.extra.get("simulated"))
         row.update(
             status="pass" if result.passed else "fail",

@@ -48,7 +48,7 @@ from partialnet.bench.parity.sources import Source, sources_from_args
 from partialnet.errors import UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.gate import parity as gate
-from partialnet.export.options import DEFAULT_CALIBRATION_IMAGES, Precision
+from partialnet.export.options import ARTIFACT_PRECISIONS, DEFAULT_CALIBRATION_IMAGES
 from partialnet.export.options import PRECISIONS as PRECISIONS_SPECS
 from partialnet.export.targets import TARGETS
 from partialnet.runtimes import available_runtimes
@@ -58,9 +58,11 @@ PROG = "partialnet-bench parity"
 RUNTIMES = (Runtime.TORCH.value, *(spec.runtime.value for spec in TARGETS))
 # Exported here by default: the targets whose runtimes run on any CPU; the others when asked.
 DEFAULT_RUNTIMES = (*(s.runtime.value for s in TARGETS if s.parity_default), Runtime.TORCH.value)
-PRECISIONS = tuple(p.value for p in Precision)
+PRECISIONS = tuple(p.value for p in ARTIFACT_PRECISIONS)
 # Those that need no calibration images.
-DEFAULT_PRECISIONS = tuple(p.value for p, s in PRECISIONS_SPECS.items() if not s.needs_calibration)
+DEFAULT_PRECISIONS = tuple(
+    p.value for p, s in PRECISIONS_SPECS.items() if not (s.needs_calibration or s.selection)
+)
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from partialnet.export.options import ExportOptions, Precision, Target
+from partialnet.export.options import ARTIFACT_PRECISIONS, ExportOptions, Precision, Target
 from partialnet.runtimes.base import Runtime
 
 if TYPE_CHECKING:  # torch: the device path imports the specs without it
@@ -76,7 +76,7 @@ class TargetSpec:
     sdks: tuple[Sdk, ...] = ()
     int8_sdks: tuple[Sdk, ...] = ()
     packages: tuple[str, ...] = ()  # optional tools whose versions manifests record
-    precisions: tuple[Precision, ...] = tuple(Precision)
+    precisions: tuple[Precision, ...] = ARTIFACT_PRECISIONS
     options: tuple[TargetOption, ...] = ()
     check_options: Callable[[ExportOptions, int], Any] | None = None
     check_sdk: Callable[[], object] | None = None
@@ -136,6 +136,7 @@ class TargetContext:
     target_options: dict[Target, Any] = field(default_factory=dict)  # from check_options
     gate_images: Any = None  # parity.GateImages the gate runs on
     calibration: Any = None  # N x C x H x W float32 int8 calibration images, else None
+    reference: Any = None  # batch -> eager fp32 outputs (the gate's reference), for int8 search
     _onnx: tuple[Path, dict[str, Any]] | None = field(default=None, init=False)
     _qdq: dict[str, tuple[Path, dict[str, Any]]] = field(default_factory=dict, init=False)
 
@@ -167,6 +168,29 @@ class TargetContext:
     def int8(self) -> bool:
         return self.options.precision is Precision.INT8
 
+    @property
+    def int8_fallback(self) -> bool:
+        """Whether an int8 build that misses the gate returns layers to float: only when the
+        gate runs (``--no-verify`` has nothing to judge a candidate by)."""
+        return self.int8 and self.options.int8_fallback and self.options.verify
+
+    def judge(self, path: Path, open_runner: Callable[[Path], Any]) -> Any:
+        """The gate's verdict (a ParityResult) on an artifact in scratch, before it is built
+        into others: the int8 fallback's check."""
+        from partialnet.export.gate.parity import run_parity
+
+        features = self.inference.feature_norms is not None
+        with open_runner(path) as runner:
+            return run_parity(
+                self.reference,
+                runner.infer_all if features else runner.infer,
+                self.gate_images,
+                self.options.sample_batch,
+                self.options.precision,
+                runner.info().batch_range,
+                max_drop=self.options.max_drop / 100,
+            )
+
     def calibration_batches(self, batch: int = 8) -> list[Any]:
         """The int8 calibration images in batches (a dynamic-batch graph takes any size; a
         fixed one is cut to its batch by the quantizers)."""
@@ -183,6 +207,11 @@ class TargetContext:
             path = self.scratch / f"{self.artifact_name(Target.ONNX)}"
             path = path.with_name(f"{self.stem}{suffix}{path.suffix}")
             log.info("      int8: calibrating the %s Q/DQ ONNX", flavour)
-            facts = quantize_onnx(fp32, path, self.calibration_batches(), flavour=flavour)
+            if self.int8_fallback:  # TensorRT builds from its flavour's fallback result
+                from partialnet.export.int8_fallback import onnx_with_fallback
+
+                facts = onnx_with_fallback(self, fp32, path, flavour)
+            else:
+                facts = quantize_onnx(fp32, path, self.calibration_batches(), flavour=flavour)
             self._qdq[flavour] = (path, facts)
         return self._qdq[flavour]

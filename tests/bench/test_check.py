@@ -426,3 +426,32 @@ def test_reexport_into_the_same_directory_keeps_every_record_checkable(
     assert after == before
     _, items = plan(directory)
     assert len(items) == 1
+
+
+def test_check_runs_an_auto_bf16_record_in_bf16(
+    digits_checkpoint: Path, small_val: Path, tmp_path: Path, capsys
+) -> None:
+    """--precision auto may choose the fp32 IR executed in bf16 (record precision "bf16"):
+    the check opens it in bf16 and judges it by the fp16/bf16 rule, as auto did."""
+    pytest.importorskip("openvino")
+    from partialnet.export.auto import openvino_has_bf16
+
+    if not openvino_has_bf16():
+        pytest.skip("this CPU has no bf16 arithmetic for OpenVINO")
+    directory = _export(
+        tmp_path / "export", digits_checkpoint, "--eval-data", str(small_val)
+    )  # ONNX first: the helper's target; OpenVINO next into the same directory
+    from partialnet.export.cli import main as export_main
+
+    argv = ["--checkpoint", str(digits_checkpoint), "--target", "openvino"]
+    assert export_main([*argv, "--output", str(directory), "--eval-data", str(small_val)]) == 0
+    manifest = _manifest(directory)
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["target"] == "openvino"]
+    (entry,) = manifest["artifacts"]
+    entry["precision"] = "bf16"  # what auto's selection writes for its bf16 candidate
+    entry["details"]["execution_precision"] = "bf16"
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    code, err = _check(capsys, directory, tmp_path / "out")
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "out" / "report.json").read_text())["artifacts"]
+    assert row["status"] == "pass" and row["computed_in"] == "bf16"

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,7 @@ def quantize_onnx(
     flavour: QdqFlavour = QdqFlavour.ONNXRUNTIME,
     calibration_method: str = "minmax",
     reduce_range: bool | None = None,
+    exclude: Sequence[str] = (),
 ) -> dict[str, object]:
     """Write a Q/DQ int8 copy of ``fp32_path`` to ``out_path``; return facts for the manifest.
 
@@ -182,6 +183,8 @@ def quantize_onnx(
     Entropy and Percentile kept the same accuracy and take longer. ``reduce_range`` (7-bit
     weights) defaults to the flavour's choice: on for ONNX Runtime's U8S8 graph (see the
     module docstring), off for the symmetric TensorRT graph, whose consumers do not saturate.
+    ``exclude``: more node names to keep in float besides the fp32 islands (the accuracy
+    fallback's choice, ``partialnet.export.int8_fallback``).
     """
     flavour = QdqFlavour(flavour)
     if reduce_range is None:
@@ -198,6 +201,7 @@ def quantize_onnx(
     fixed = dim0.dim_value if dim0.HasField("dim_value") else None
     batches = require_batches(list(rebatch(calibration, fixed)), fixed)
     excluded = fp32_islands(proto)
+    excluded += [name for name in exclude if name not in excluded]
     started = time.perf_counter()
     out_path = Path(out_path)
     # The quantizer logs advice per node on the root logger (bias not an initializer,

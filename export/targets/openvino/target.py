@@ -29,9 +29,14 @@ def build(ctx: TargetContext) -> list[BuiltArtifact]:
         from partialnet.export.targets.openvino.int8 import quantize_openvino
 
         log.info("      int8: NNCF calibration of the OpenVINO model")
-        facts = quantize_openvino(
-            onnx_path, ir_xml(staged), ctx.calibration_batches(), metadata=ctx.metadata
-        )
+        if ctx.int8_fallback:
+            from partialnet.export.int8_fallback import openvino_with_fallback
+
+            facts = openvino_with_fallback(ctx, onnx_path, staged, runner)
+        else:
+            facts = quantize_openvino(
+                onnx_path, ir_xml(staged), ctx.calibration_batches(), metadata=ctx.metadata
+            )
     else:
         facts = export_openvino(
             onnx_path,

@@ -1,0 +1,452 @@
+"""``--precision auto``: per target, the fastest artifact that keeps accuracy on this CPU.
+
+For each target every candidate its runtime can run is exported in a scratch directory
+inside the output directory, by the ordinary ``export()`` and so through its gate: fp32,
+fp16, int8 (with the accuracy fallback; only with calibration images), and for OpenVINO the
+fp32 IR executed in bf16 where this CPU has bf16 arithmetic (judged by the fp16/bf16 rule
+against the fp32 IR's outputs, which passed the fp32 rule). With labels (``--eval-data``) a
+candidate must also keep top-1 within ``max_drop`` points of the eager model's.
+
+Every candidate that passed is then timed alone, one after another (no torch, no other
+runtime running), at batch 1 with the runtime's default threading: the median of
+``TIMED_RUNS`` runs after a warm-up, best of ``ROUNDS`` rounds that alternate the candidates
+(on a shared machine the load drifts between candidates timed back to back). The fastest
+is placed with a ``selection`` record; the others are discarded with the scratch directory.
+Nothing is placed before its candidate passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partialnet.errors import UsageError, first_line
+from partialnet.export.commit import Staged, commit, scratch_dir
+from partialnet.export.errors import ExportFailure
+from partialnet.export.existing import Earlier, earlier_export
+from partialnet.export.files import describe_os_error, prepare_output_dir
+from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
+from partialnet.export.options import (
+    DEFAULT_CALIBRATION_IMAGES,
+    Precision,
+    Target,
+    check_max_drop,
+    parse_targets,
+)
+
+log = logging.getLogger(__name__)
+
+AUTO_TARGETS = (Target.ONNX, Target.OPENVINO)
+WARMUP_RUNS = 10
+TIMED_RUNS = 50
+ROUNDS = 3  # best median of 3 alternated rounds: a shared machine's load drifts meanwhile
+RUNTIME = {Target.ONNX: "onnxruntime", Target.OPENVINO: "openvino"}
+
+
+@dataclass
+class Candidate:
+    precision: str  # fp32, fp16, bf16 (execution of the fp32 IR), int8
+    passed: bool
+    top1: float | None = None
+    latency_ms: float | None = None
+    record: ArtifactRecord | None = None
+    directory: Path | None = None
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        out = {
+            "precision": self.precision,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 4),
+            "top1": self.top1,
+            "passed": self.passed,
+        }
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def check_auto_options(
+    targets: str | list[str],
+    max_drop: float | None,
+    eval_data: Any,
+    calibration_data: Any,
+) -> tuple[Target, ...]:
+    """Refuse what auto cannot do, before anything is written (exit 2)."""
+    if max_drop is None:
+        raise UsageError(
+            "--precision auto needs a budget: add --max-drop P (top-1 points the artifact may "
+            "lose, e.g. --max-drop 1.0)"
+        )
+    check_max_drop(max_drop)
+    if eval_data is None and calibration_data is None:
+        raise UsageError(
+            "--precision auto needs images to judge candidates on: add --eval-data DIR "
+            "(labelled, judges top-1) and/or --calibration-data DIR (also enables int8)"
+        )
+    chosen = parse_targets(targets)
+    others = [t.value for t in chosen if t not in AUTO_TARGETS]
+    if others:
+        raise UsageError(
+            f"--precision auto times candidates on this machine, which it cannot do for "
+            f"{', '.join(others)}: use --target onnx,openvino, or a fixed --precision for "
+            f"{', '.join(others)}"
+        )
+    return chosen
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin has bf16 arithmetic here (AVX512_BF16 or AMX)."""
+    try:
+        import openvino as ov
+
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # no OpenVINO or no CPU plugin: no bf16 candidate
+        return False
+    return "BF16" in caps
+
+
+def export_auto(
+    export: Callable[..., Manifest],
+    model_or_checkpoint: Any,
+    *,
+    targets: str | list[str],
+    max_drop: float | None,
+    eval_data: Any,
+    calibration_data: Any,
+    output_dir: str | Path | None,
+    variant: str | None,
+    replace: bool = False,
+    **kwargs: Any,
+) -> Manifest:
+    """Export every candidate per target with ``export`` (the ordinary API) into scratch,
+    time those that passed, and place the fastest per target in one commit step; returns
+    the output directory's manifest."""
+    from partialnet.export.source import resolve_source
+
+    chosen_targets = check_auto_options(targets, max_drop, eval_data, calibration_data)
+    assert max_drop is not None
+    source = resolve_source(model_or_checkpoint, variant, features=kwargs.get("features", False))
+    out_dir = prepare_output_dir(Path(output_dir or Path("exports") / source.variant))
+    # Another model's export is refused (or, with replace, removed) before anything is built.
+    earlier = earlier_export(out_dir, _identity_manifest(source, kwargs), replace)
+    precisions = [Precision.FP32, Precision.FP16]
+    if calibration_data is not None:
+        precisions.append(Precision.INT8)
+    else:
+        log.info("auto: no --calibration-data, so no int8 candidate")
+    started = time.perf_counter()
+    try:
+        with scratch_dir(out_dir) as scratch:
+            # One export per precision for all targets: they share the ONNX, the images and
+            # the eager reference, as a fixed-precision export does.
+            per_target: dict[Target, list[Candidate]] = {t: [] for t in chosen_targets}
+            for precision in precisions:
+                log.info("auto: candidate %s", precision.value)
+                found = _candidates(
+                    export,
+                    model_or_checkpoint,
+                    chosen_targets,
+                    precision,
+                    Path(scratch) / precision.value,
+                    max_drop=max_drop,
+                    eval_data=eval_data,
+                    calibration_data=calibration_data,
+                    variant=variant,
+                    **kwargs,
+                )
+                for target in chosen_targets:
+                    per_target[target].append(found[target])
+            chosen: list[tuple[Candidate, list[Candidate]]] = []
+            failed: list[str] = []
+            for target in chosen_targets:
+                best, candidates, table = _select(
+                    target,
+                    per_target[target],
+                    max_drop,
+                    model_or_checkpoint,
+                    variant,
+                    kwargs,
+                    eval_data=eval_data,
+                    calibration_data=calibration_data,
+                )
+                if best is None:
+                    failed.append(
+                        f"--precision auto: no {target.value} candidate kept accuracy within "
+                        f"{max_drop} points ({table}); nothing was placed for it"
+                    )
+                else:
+                    chosen.append((best, candidates))
+            manifest = (
+                _commit_chosen(chosen, max_drop, out_dir, Path(scratch), earlier)
+                if chosen
+                else load_manifest(out_dir)
+            )
+    except OSError as exc:  # the scratch directory itself (creation or clean-up)
+        raise ExportFailure(describe_os_error(exc, "writing scratch files", out_dir)) from exc
+    log.info("auto: done in %.0f s", time.perf_counter() - started)
+    if failed:  # what passed for the other targets is placed, as a fixed-precision export does
+        raise ExportFailure("; ".join(failed))
+    assert manifest is not None
+    return manifest
+
+
+def _identity_manifest(source: Any, kwargs: dict[str, Any]) -> Manifest:
+    """A manifest with only what ``Manifest.identity`` compares (the model, size, features)."""
+    from partialnet.export.options import parse_imgsz
+
+    size = parse_imgsz(kwargs.get("imgsz")) or source.eager.cfg.meta.input_size
+    return Manifest(
+        source.variant,
+        source.checkpoint,
+        {},
+        list(size),
+        features=bool(kwargs.get("features", False)),
+    )
+
+
+def _select(
+    target: Target,
+    candidates: list[Candidate],
+    max_drop: float,
+    source: Any,
+    variant: str | None,
+    kwargs: dict[str, Any],
+    *,
+    eval_data: Any,
+    calibration_data: Any,
+) -> tuple[Candidate | None, list[Candidate], str]:
+    """Time the candidates of ``target`` that passed; the fastest (None when none passed),
+    all of them, and the table for messages."""
+    if target is Target.OPENVINO and openvino_has_bf16():
+        data = {
+            "eval_data": eval_data,
+            "calibration_data": calibration_data,
+            "calibration_images": kwargs.get("calibration_images", DEFAULT_CALIBRATION_IMAGES),
+        }
+        candidates.append(_bf16_candidate(candidates[0], max_drop, source, variant, data))
+    timed = [c for c in candidates if c.passed]
+    for _ in range(ROUNDS):  # one runner at a time; rounds alternate the candidates
+        for c in timed:
+            ms = time_candidate(target, c)
+            c.latency_ms = ms if c.latency_ms is None else min(c.latency_ms, ms)
+    table = ", ".join(
+        f"{c.precision} {f'{c.latency_ms:.3f} ms' if c.latency_ms else '-'}"
+        f"{'' if c.passed else ' (failed)'}"
+        for c in candidates
+    )
+    log.info("auto: %s: %s", target.value, table)
+    if not timed:
+        return None, candidates, table
+    best = min(timed, key=lambda c: (c.latency_ms or float("inf"), c.precision))
+    return best, candidates, table
+
+
+def _candidates(
+    export: Callable[..., Manifest],
+    source: Any,
+    targets: tuple[Target, ...],
+    precision: Precision,
+    sub: Path,
+    *,
+    max_drop: float,
+    **kwargs: Any,
+) -> dict[Target, Candidate]:
+    """Export ``precision`` for every target into ``sub``; one candidate per target."""
+    from partialnet.export.errors import ParityFailure
+
+    rejected: list[ArtifactRecord] = []
+    try:
+        with _quiet_scratch_placement(sub):
+            manifest = export(
+                source,
+                targets=",".join(t.value for t in targets),
+                precision=precision.value,
+                output_dir=sub,
+                max_drop=max_drop,
+                **kwargs,
+            )
+    except ParityFailure as exc:  # what passed was placed; the rest is in exc.rejected
+        manifest = exc.manifest if isinstance(exc.manifest, Manifest) else None
+        rejected = list(exc.rejected)
+    except ExportFailure as exc:  # what passed before it was placed
+        manifest = load_manifest(sub) if sub.exists() else None
+        log.info("  auto: %s: %s", precision.value, first_line(str(exc))[:200])
+    found = {}
+    for target in targets:
+        record = _primary(manifest, target) if manifest is not None else None
+        if record is None:
+            mine = [r for r in rejected if r.target == target.value]
+            top1 = _top1(mine[0].parity) if mine else None
+            note = "failed its gate" if mine else "not built"
+            found[target] = Candidate(precision.value, False, top1, note=note)
+            continue
+        passed = record.status == "ok" and _within(record.parity, max_drop)
+        found[target] = Candidate(
+            precision.value, passed, _top1(record.parity), record=record, directory=sub
+        )
+    return found
+
+
+@contextlib.contextmanager
+def _quiet_scratch_placement(sub: Path) -> Iterator[None]:
+    """A candidate's export "places" its artifacts in auto's scratch: those lines would read
+    as if they were in the output directory, so they are dropped (the rest is progress)."""
+
+    def outside(record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and str(sub) in record.getMessage())
+
+    loggers = [logging.getLogger(n) for n in ("partialnet.export.api", "partialnet.export.commit")]
+    for logger in loggers:
+        logger.addFilter(outside)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(outside)
+
+
+def _primary(manifest: Manifest, target: Target) -> ArtifactRecord | None:
+    """The record auto may place for ``target`` (int8 ONNX: the ONNX Runtime flavour)."""
+    records = [a for a in manifest.artifacts if a.target == target.value]
+    mine = [a for a in records if a.details.get("flavour", "onnxruntime") == "onnxruntime"]
+    return mine[0] if mine else None
+
+
+def _top1(parity: dict[str, Any]) -> float | None:
+    acc = parity.get("accuracy")
+    return float(acc["top1"]) if acc else None
+
+
+def _within(parity: dict[str, Any], max_drop: float) -> bool:
+    acc = parity.get("accuracy")
+    if not acc:
+        return True  # no labels: the precision's own (agreement) rule decided
+    return float(acc["reference_top1"]) - float(acc["top1"]) <= max_drop / 100 + 1e-12
+
+
+def _bf16_candidate(
+    fp32: Candidate, max_drop: float, source: Any, variant: str | None, data: dict[str, Any]
+) -> Candidate:
+    """The fp32 IR run in bf16, judged by the fp16/bf16 rule against its own f32 outputs."""
+    from partialnet.export.gate.parity import compare
+    from partialnet.runtimes import open_runner
+
+    if not fp32.passed or fp32.record is None or fp32.directory is None:
+        return Candidate("bf16", False, note="the fp32 IR did not pass")
+    path = fp32.directory / fp32.record.path
+    images, labels, dataset = _gate_images(fp32, source, variant, data)
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        with open_runner("openvino", path, precision=precision, threads=None) as runner:
+            outs[precision] = np.concatenate(
+                [runner.infer(images[i : i + 1]) for i in range(len(images))]
+            )
+    result = compare(outs["fp32"], outs["bf16"], Precision.FP16, labels=labels, dataset=dataset)
+    top1 = float(result.accuracy["top1"]) if result.accuracy else None
+    ok = result.passed
+    if result.accuracy and fp32.record.parity.get("accuracy"):
+        ref = float(fp32.record.parity["accuracy"]["reference_top1"])
+        ok = ok and ref - float(result.accuracy["top1"]) <= max_drop / 100 + 1e-12
+    record = ArtifactRecord(**{**fp32.record.__dict__})
+    record.precision = "bf16"
+    record.parity = {**result.to_dict(), "reference": "the fp32 IR executed in f32"}
+    record.accuracy = result.accuracy
+    record.details = {**record.details, "execution_precision": "bf16"}
+    return Candidate("bf16", ok, top1, record=record, directory=fp32.directory)
+
+
+def _gate_images(
+    fp32: Candidate, source: Any, variant: str | None, data: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """The images the fp32 candidate's gate ran on (labels with --eval-data)."""
+    from partialnet.export.gate.inputs import load_inputs
+    from partialnet.export.source import resolve_source
+
+    assert fp32.record is not None
+    shape = fp32.record.input_shape
+    meta = resolve_source(source, variant).eager.cfg.meta
+    inputs = load_inputs(
+        meta,
+        tuple(shape[1:]),  # type: ignore[arg-type]
+        Precision.FP32,
+        1,
+        eval_data=data["eval_data"],
+        calibration_data=data["calibration_data"],
+        calibration_images=data.get("calibration_images", 300),
+    )
+    return inputs.gate.images, inputs.gate.labels, inputs.gate.dataset
+
+
+def time_candidate(target: Target, c: Candidate) -> float:
+    """Median ms at batch 1, the runtime's default threading, this runtime alone."""
+    from partialnet.runtimes import open_runner
+
+    assert c.record is not None and c.directory is not None
+    path = c.directory / c.record.path
+    options: dict[str, Any] = {}
+    if target is Target.OPENVINO:
+        options["precision"] = {"int8": "fp32", "fp16": "fp16"}.get(c.precision, c.precision)
+    x = np.random.default_rng(0).standard_normal((1, *c.record.input_shape[1:]), dtype=np.float32)
+    with open_runner(RUNTIME[target], path, **options) as runner:
+        for _ in range(WARMUP_RUNS):
+            runner.infer(x)
+        times = []
+        for _ in range(TIMED_RUNS):
+            t = time.perf_counter()
+            runner.infer(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def _commit_chosen(
+    chosen: list[tuple[Candidate, list[Candidate]]],
+    max_drop: float,
+    out_dir: Path,
+    scratch: Path,
+    earlier: Earlier,
+) -> Manifest:
+    """Place every target's chosen candidate, the gate reference it names and the manifest
+    (the earlier records kept, those of the same files replaced) in one commit step."""
+    first = chosen[0][0]
+    assert first.directory is not None
+    sub = load_manifest(first.directory)
+    assert sub is not None
+    manifest = Manifest(
+        sub.variant, sub.checkpoint, sub.versions, sub.input_size, features=sub.features
+    )
+    manifest.data = sub.data
+    for record in earlier.keep:
+        manifest.add(record)
+    items: dict[str, Staged] = {}
+    for best, candidates in chosen:
+        assert best.record is not None and best.directory is not None
+        record = best.record
+        record.selection = {
+            "max_drop": max_drop,
+            "candidates": [c.row() for c in candidates],
+            "chosen": best.precision,
+        }
+        items[record.path] = Staged(best.directory / record.path, record.path)
+        ref = record.reference
+        # Named by content: an earlier file of that name holds the same arrays; it is kept.
+        if ref and not (out_dir / str(ref["path"])).is_file():
+            items[str(ref["path"])] = Staged(best.directory / str(ref["path"]), str(ref["path"]))
+        # A file holds one artifact: an earlier record of the same name (e.g. the fp32 IR
+        # now chosen for bf16 execution) goes.
+        manifest.artifacts = [a for a in manifest.artifacts if a.path != record.path]
+        manifest.add(record)
+    listed = {str(r.reference["path"]) for r in manifest.artifacts if r.reference}
+    orphans = [p for name, p in earlier.references.items() if name not in listed]
+    commit(out_dir, scratch, list(items.values()), manifest, [*earlier.remove, *orphans])
+    for best, _ in chosen:
+        assert best.record is not None
+        log.info("auto: %s: placed %s (%s)", best.record.target, best.precision, best.record.path)
+    return manifest
