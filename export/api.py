@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import logging
 import time
 import warnings
@@ -22,9 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 import partialnet
 from partialnet.errors import PartialNetError, UsageError, first_line
@@ -45,9 +41,9 @@ from partialnet.export.files import (
     sha256_path,
     size_bytes,
 )
+from partialnet.export.gate.eager import EagerReference, write_gate_reference
 from partialnet.export.gate.inputs import load_inputs
-from partialnet.export.gate.parity import reference_outputs, rule_record, run_parity, unverified
-from partialnet.export.gate.reference import write_reference
+from partialnet.export.gate.parity import run_parity, unverified
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
@@ -69,31 +65,11 @@ from partialnet.export.targets import spec_of, toolchain_packages, with_defaults
 from partialnet.inference import to_fp16
 from partialnet.machine import cpu_isa, cpu_model, isa_summary
 from partialnet.memory import check_export_fits
-from partialnet.outputs import name_outputs
 from partialnet.reparam import reparameterize
 from partialnet.versions import package_versions
 
 log = logging.getLogger(__name__)
 SIMULATED_BY = "MIL reference interpreter (numpy); approximates, not reproduces, an Apple device"
-
-
-class _Reference:
-    """Eager fp32 outputs, computed once per batch and shared by every target."""
-
-    def __init__(self, eager: torch.nn.Module) -> None:
-        self.eager = eager
-        self._cache: dict[bytes, np.ndarray] = {}
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
-        key = hashlib.sha1(batch.tobytes()).digest() + bytes(str(batch.shape), "ascii")
-        if key not in self._cache:
-            out = self.eager(torch.from_numpy(batch))
-            if isinstance(out, (tuple, list)):  # a backbone: its maps, named as exported
-                self._cache[key] = {k: t.numpy() for k, t in name_outputs(out).items()}
-            else:
-                self._cache[key] = out.numpy()
-        return self._cache[key]
 
 
 @dataclass
@@ -237,7 +213,7 @@ def export(
 
     log.info("reparameterize: %s -> inference form at %dx%d", source.variant, *size)
     inference = reparameterize(source.eager, size)
-    reference = _Reference(source.eager)
+    reference = EagerReference(source.eager)
     metadata = artifact_metadata(
         source.variant,
         inference,
@@ -267,7 +243,7 @@ def export(
                 calibration=inputs.calibration,
                 reference=reference,
             )
-            refs = _write_reference(ctx, reference, inputs.record) if opts.verify else None
+            refs = write_gate_reference(ctx, reference, inputs.record) if opts.verify else None
             try:
                 for index, target in enumerate(opts.targets, 1):
                     log.info("[%d/%d] %s: exporting", index, len(opts.targets), target.value)
@@ -325,7 +301,9 @@ def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtif
         ) from exc
 
 
-def _verify(built: BuiltArtifact, ctx: TargetContext, reference: _Reference) -> dict[str, object]:
+def _verify(
+    built: BuiltArtifact, ctx: TargetContext, reference: EagerReference
+) -> dict[str, object]:
     target = built.target.value
     if not ctx.options.verify:
         return unverified("parity check skipped (--no-verify)")
@@ -362,24 +340,6 @@ def _verify(built: BuiltArtifact, ctx: TargetContext, reference: _Reference) -> 
         record["simulated_by"] = SIMULATED_BY
     log.info("      %s: parity %s%s", target, "(simulated) " if simulated else "", result.summary())
     return record
-
-
-def _write_reference(ctx: TargetContext, reference: _Reference, record: dict[str, object]) -> Path:
-    """The gate's inputs, the eager outputs on them and the rule, in scratch (placed with
-    the first artifact). The outputs are computed here, in the batches the gate feeds, and
-    cached: the gate's own comparisons reuse them."""
-    opts = ctx.options
-    features = ctx.inference.feature_norms is not None
-    outputs = reference_outputs(reference, ctx.gate_images, opts.sample_batch)
-    return write_reference(
-        ctx.scratch,
-        ctx.gate_images,
-        outputs,
-        precision=opts.precision.value,
-        batch=opts.sample_batch,
-        preprocessing=record["preprocessing"],  # type: ignore[arg-type]
-        rule=rule_record(opts.precision, features, max_drop=opts.max_drop / 100),
-    )
 
 
 def _reference_record(staged: Path | None, out_dir: Path) -> tuple[dict[str, object], bool]:
