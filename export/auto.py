@@ -41,6 +41,7 @@ from partialnet.export.options import (
     check_max_drop,
     parse_targets,
 )
+from partialnet.export.targets import spec_of
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ AUTO_TARGETS = (Target.ONNX, Target.OPENVINO)
 WARMUP_RUNS = 10
 TIMED_RUNS = 50
 ROUNDS = 3  # best median of 3 alternated rounds: a shared machine's load drifts meanwhile
-RUNTIME = {Target.ONNX: "onnxruntime", Target.OPENVINO: "openvino"}
 
 
 @dataclass
@@ -395,7 +395,7 @@ def time_candidate(target: Target, c: Candidate) -> float:
     if target is Target.OPENVINO:
         options["precision"] = {"int8": "fp32", "fp16": "fp16"}.get(c.precision, c.precision)
     x = np.random.default_rng(0).standard_normal((1, *c.record.input_shape[1:]), dtype=np.float32)
-    with open_runner(RUNTIME[target], path, **options) as runner:
+    with open_runner(spec_of(target).runtime, path, **options) as runner:
         for _ in range(WARMUP_RUNS):
             runner.infer(x)
         times = []
