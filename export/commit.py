@@ -231,7 +231,14 @@ def commit(
             _roll_back(moved)
             raise ExportFailure(describe_os_error(exc, "placing the artifacts", out_dir)) from exc
     for final, _old, staged in moved:
-        log.info("%s %s", "removed" if staged == final else "placed", final)
+        # Placements are announced per target by the caller; removals only here.
+        removed = staged == final
+        log.log(
+            logging.INFO if removed else logging.DEBUG,
+            "%s %s",
+            "removed" if removed else "placed",
+            final,
+        )
 
 
 def _roll_back(moved: list[tuple[Path, Path | None, Path]]) -> None:
