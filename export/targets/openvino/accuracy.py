@@ -31,16 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.gate.calibration import rebatch, require_batches
 from partialnet.export.gate.parity import INT8_MIN_IMAGE_COSINE, INT8_MIN_TOP1
-from partialnet.export.metadata import encode_metadata
 from partialnet.export.targets.openvino.int8 import (
     FAST_BIAS_CORRECTION,
     FLOAT_OP_TYPES,
     _import_sdks,
     fp32_islands,
     read_fp32_model,
+    save_quantized_ir,
 )
 from partialnet.quiet import muted
 
@@ -122,14 +123,10 @@ def quantize_openvino_accuracy_control(
     except Exception as exc:  # NNCF raises many unrelated types
         raise ExportFailure(
             f"NNCF accuracy control could not quantize {Path(fp32_path).name}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{type(exc).__name__}: {first_line(exc, None, '')}"
         ) from exc
     seconds = time.perf_counter() - started
-    for key, value in encode_metadata(metadata or {}).items():
-        quantized.set_rt_info(value, ["partialnet", key])
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
+    save_quantized_ir(quantized, xml_path, metadata)
     return {
         "quantizer": f"nncf.quantize_with_accuracy_control {nncf.__version__}",
         "preset": "performance (symmetric int8)",

@@ -140,13 +140,7 @@ def quantize_openvino(
             f"{first_line(exc, None, '')}"
         ) from exc
     seconds = time.perf_counter() - started
-    for key, value in encode_metadata(metadata or {}).items():
-        quantized.set_rt_info(value, ["partialnet", key])
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    # Written in the export's scratch directory and placed as a whole IR directory.
-    # int8 weights are already compact; fp16 compression would only touch float islands.
-    ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
+    save_quantized_ir(quantized, xml_path, metadata)
     fake_quantize = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     return {
         "quantizer": f"nncf.quantize {nncf.__version__}",
@@ -159,3 +153,15 @@ def quantize_openvino(
         "quantize_seconds": round(seconds, 2),
         "openvino": ov.__version__,
     }
+
+
+def save_quantized_ir(quantized: Any, xml_path: Path, metadata: dict[str, Any] | None) -> None:
+    """Write a quantized model with our metadata (in the export's scratch directory, placed
+    as a whole IR directory). int8 weights are already compact; fp16 compression would only
+    touch the float islands, so it is off."""
+    ov = import_sdk("openvino", "openvino", "INT8 OpenVINO quantization")
+    for key, value in encode_metadata(metadata or {}).items():
+        quantized.set_rt_info(value, ["partialnet", key])
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
