@@ -43,7 +43,7 @@ from partialnet.export.files import (
 )
 from partialnet.export.gate.eager import EagerReference, write_gate_reference
 from partialnet.export.gate.inputs import load_inputs
-from partialnet.export.gate.parity import run_parity, unverified
+from partialnet.export.gate.parity import unverified
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
@@ -249,7 +249,7 @@ def export(
                     log.info("[%d/%d] %s: exporting", index, len(opts.targets), target.value)
                     started = time.perf_counter()
                     for built in _build(target, ctx, out_dir):
-                        parity = _verify(built, ctx, reference)
+                        parity = _verify(built, ctx)
                         elapsed = time.perf_counter() - started
                         checked.append(_Checked(built, parity, elapsed))
             except Exception:
@@ -301,9 +301,7 @@ def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtif
         ) from exc
 
 
-def _verify(
-    built: BuiltArtifact, ctx: TargetContext, reference: EagerReference
-) -> dict[str, object]:
+def _verify(built: BuiltArtifact, ctx: TargetContext) -> dict[str, object]:
     target = built.target.value
     if not ctx.options.verify:
         return unverified("parity check skipped (--no-verify)")
@@ -312,16 +310,7 @@ def _verify(
         return unverified(built.unverified_reason)
     try:
         with built.open_runner(built.staged) as runner:
-            features = ctx.inference.feature_norms is not None
-            result = run_parity(
-                reference,
-                runner.infer_all if features else runner.infer,
-                ctx.gate_images,
-                ctx.options.sample_batch,
-                ctx.options.precision,
-                runner.info().batch_range,
-                max_drop=ctx.options.max_drop / 100,
-            )
+            result = ctx.judge_runner(runner)
             simulated = bool(runner.info().extra.get("simulated"))
     except PartialNetError:
         raise

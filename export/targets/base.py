@@ -177,19 +177,24 @@ class TargetContext:
     def judge(self, path: Path, open_runner: Callable[[Path], Any]) -> Any:
         """The gate's verdict (a ParityResult) on an artifact in scratch, before it is built
         into others: the int8 fallback's check."""
+        with open_runner(path) as runner:
+            return self.judge_runner(runner)
+
+    def judge_runner(self, runner: Any) -> Any:
+        """The gate's verdict (a ParityResult) on an open runner: the gate's own images and
+        rule against the eager reference (every output of a backbone)."""
         from partialnet.export.gate.parity import run_parity
 
         features = self.inference.feature_norms is not None
-        with open_runner(path) as runner:
-            return run_parity(
-                self.reference,
-                runner.infer_all if features else runner.infer,
-                self.gate_images,
-                self.options.sample_batch,
-                self.options.precision,
-                runner.info().batch_range,
-                max_drop=self.options.max_drop / 100,
-            )
+        return run_parity(
+            self.reference,
+            runner.infer_all if features else runner.infer,
+            self.gate_images,
+            self.options.sample_batch,
+            self.options.precision,
+            runner.info().batch_range,
+            max_drop=self.options.max_drop / 100,
+        )
 
     def calibration_batches(self, batch: int = 8) -> list[Any]:
         """The int8 calibration images in batches (a dynamic-batch graph takes any size; a
