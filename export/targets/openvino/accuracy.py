@@ -37,9 +37,9 @@ from partialnet.export.gate.calibration import rebatch, require_batches
 from partialnet.export.gate.parity import INT8_MIN_IMAGE_COSINE, INT8_MIN_TOP1
 from partialnet.export.targets.openvino.int8 import (
     FAST_BIAS_CORRECTION,
-    FLOAT_OP_TYPES,
     _import_sdks,
     fp32_islands,
+    nncf_settings,
     read_fp32_model,
     save_quantized_ir,
 )
@@ -108,12 +108,7 @@ def quantize_openvino_accuracy_control(
                 validate,
                 max_drop=max_drop if labels is not None else 0.0,
                 drop_type=nncf.DropType.ABSOLUTE,
-                preset=nncf.QuantizationPreset.PERFORMANCE,
-                subset_size=len(batches),
-                fast_bias_correction=FAST_BIAS_CORRECTION,
-                ignored_scope=nncf.IgnoredScope(
-                    names=excluded, types=list(FLOAT_OP_TYPES), validate=False
-                ),
+                **nncf_settings(nncf, len(batches), excluded, FAST_BIAS_CORRECTION),
                 advanced_accuracy_restorer_parameters=(
                     nncf.quantization.advanced_parameters.AdvancedAccuracyRestorerParameters(
                         max_num_iterations=max_float_layers

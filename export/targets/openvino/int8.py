@@ -127,12 +127,7 @@ def quantize_openvino(
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(batches),
-                preset=nncf.QuantizationPreset.PERFORMANCE,
-                subset_size=len(batches),
-                fast_bias_correction=fast_bias_correction,
-                ignored_scope=nncf.IgnoredScope(
-                    names=excluded, types=list(FLOAT_OP_TYPES), validate=False
-                ),
+                **nncf_settings(nncf, len(batches), excluded, fast_bias_correction),
             )
     except Exception as exc:  # NNCF raises many unrelated types
         raise ExportFailure(
@@ -165,3 +160,18 @@ def save_quantized_ir(quantized: Any, xml_path: Path, metadata: dict[str, Any] |
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
+
+
+def nncf_settings(
+    nncf: Any, batches: int, excluded: list[str], fast_bias_correction: bool
+) -> dict[str, Any]:
+    """The quantizer settings both NNCF paths share (plain and accuracy-controlled):
+    symmetric int8, every calibration batch, the float islands and op types left alone."""
+    return {
+        "preset": nncf.QuantizationPreset.PERFORMANCE,
+        "subset_size": batches,
+        "fast_bias_correction": fast_bias_correction,
+        "ignored_scope": nncf.IgnoredScope(
+            names=excluded, types=list(FLOAT_OP_TYPES), validate=False
+        ),
+    }
