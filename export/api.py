@@ -105,6 +105,7 @@ def export(
     replace: bool = False,
     int8_fallback: bool = True,
     max_drop: float | None = None,
+    own_runtime_only: bool = False,
     progress: Callable[[str], None] | None = None,
     **target_options: Any,
 ) -> Manifest:
@@ -126,7 +127,8 @@ def export(
     artifact that misses it gets its worst layers returned to float until it holds
     (``partialnet.export.int8_fallback``). ``precision="auto"`` (a selection, not an artifact
     precision) places per target the fastest candidate within ``max_drop``
-    (``partialnet.export.auto``).
+    (``partialnet.export.auto``). ``own_runtime_only``: write only what each target's own
+    runtime runs (int8 ONNX without its TensorRT flavour).
 
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an
     artifact could not be produced, ParityFailure when an artifact disagrees with the eager
@@ -183,6 +185,7 @@ def export(
         target_options=with_defaults(target_options),
         int8_fallback=int8_fallback,
         max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
+        own_runtime_only=own_runtime_only,
     )
     check_sdks(opts)
     check_serving_options(opts, features, eval_data, triton_repo, triton_ov_hint)

@@ -1,18 +1,27 @@
 """``--precision auto``: per target, the fastest artifact that keeps accuracy on this CPU.
 
-For each target every candidate its runtime can run is exported in a scratch directory
-inside the output directory, by the ordinary ``export()`` and so through its gate: fp32,
-fp16, int8 (with the accuracy fallback; only with calibration images), and for OpenVINO the
-fp32 IR executed in bf16 where this CPU has bf16 arithmetic (judged by the fp16/bf16 rule
-against the fp32 IR's outputs, which passed the fp32 rule). With labels (``--eval-data``) a
-candidate must also keep top-1 within ``max_drop`` points of the eager model's.
+Candidates are what the target's runtime can run faster on this CPU: fp32 always; an fp16
+artifact only where the runtime computes fp16 natively here (ONNX Runtime's x86 CPU provider
+runs fp16 behind casts, no faster than fp32; OpenVINO on a CPU without fp16 arithmetic runs
+an fp16 IR in f32 or bf16, which the next candidate covers); the fp32 artifact executed at a
+reduced precision the runtime computes natively here (OpenVINO's bf16 on AVX512_BF16/AMX
+CPUs), judged by the fp16/bf16 rule against the fp32 artifact's outputs; int8 with the
+accuracy fallback (only with calibration images). Skipped candidates are listed in the
+record with the reason. With labels (``--eval-data``) a candidate must also keep top-1 within
+``max_drop`` points of the eager model's.
+
+Each artifact candidate is exported in a scratch directory inside the output directory, by
+the ordinary ``export()`` and so through its gate, one precision for all targets that want
+it (they share the ONNX, the images and the eager reference), and only what the target's
+own runtime runs (int8 ONNX without the TensorRT flavour).
 
 Every candidate that passed is then timed alone, one after another (no torch, no other
 runtime running), at batch 1 with the runtime's default threading: the median of
 ``TIMED_RUNS`` runs after a warm-up, best of ``ROUNDS`` rounds that alternate the candidates
-(on a shared machine the load drifts between candidates timed back to back). The fastest
-is placed with a ``selection`` record; the others are discarded with the scratch directory.
-Nothing is placed before its candidate passed.
+(on a shared machine the load drifts between candidates timed back to back); each
+candidate's runner is opened once for all rounds. The fastest is placed with a
+``selection`` record; the others are discarded with the scratch directory. Nothing is placed
+before its candidate passed.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from partialnet.export.options import (
     parse_targets,
 )
 from partialnet.export.targets import spec_of
+from partialnet.runtimes.registry import runtime_spec
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +63,15 @@ ROUNDS = 3  # best median of 3 alternated rounds: a shared machine's load drifts
 
 @dataclass
 class Candidate:
-    precision: str  # fp32, fp16, bf16 (execution of the fp32 IR), int8
+    precision: str  # fp32, fp16, int8, or bf16 (the fp32 artifact executed in bf16)
     passed: bool
     top1: float | None = None
     latency_ms: float | None = None
     record: ArtifactRecord | None = None
     directory: Path | None = None
     note: str = ""
+    skipped: str = ""  # why it is no candidate on this CPU ('' when it was tried)
+    execution: str = "fp32"  # the precision its runner is asked to compute in
 
     def row(self) -> dict[str, Any]:
         out = {
@@ -70,7 +82,41 @@ class Candidate:
         }
         if self.note:
             out["note"] = self.note
+        if self.skipped:
+            out["skipped"] = self.skipped
         return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One target's candidates on this CPU."""
+
+    artifacts: tuple[Precision, ...]  # exported, each through its gate
+    executions: tuple[str, ...]  # the fp32 artifact executed at these precisions
+    skipped: dict[str, str]  # precision -> why it is no candidate here
+
+
+def plan_candidates(target: Target, with_int8: bool) -> Plan:
+    """What ``target``'s runtime can run faster than fp32 on this CPU, and what it cannot."""
+    runtime = runtime_spec(spec_of(target).runtime)
+    native = runtime.native_precisions()
+    name = runtime.runtime.value
+    artifacts = [Precision.FP32]
+    skipped: dict[str, str] = {}
+    if "fp16" in native:
+        artifacts.append(Precision.FP16)
+    else:
+        skipped["fp16"] = f"{name} has no fp16 arithmetic on this CPU: no faster than fp32"
+    if with_int8:
+        artifacts.append(Precision.INT8)
+    else:
+        skipped["int8"] = "no --calibration-data to calibrate on"
+    have = {p.value for p in artifacts}
+    executions = tuple(p for p in runtime.execution_precisions if p in native and p not in have)
+    for p in runtime.execution_precisions:
+        if p not in native and p not in have and p not in skipped:
+            skipped[p] = f"{name} has no {p} arithmetic on this CPU"
+    return Plan(tuple(artifacts), executions, skipped)
 
 
 def check_auto_options(
@@ -102,17 +148,6 @@ def check_auto_options(
     return chosen
 
 
-def openvino_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin has bf16 arithmetic here (AVX512_BF16 or AMX)."""
-    try:
-        import openvino as ov
-
-        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # no OpenVINO or no CPU plugin: no bf16 candidate
-        return False
-    return "BF16" in caps
-
-
 def export_auto(
     export: Callable[..., Manifest],
     model_or_checkpoint: Any,
@@ -137,23 +172,21 @@ def export_auto(
     out_dir = prepare_output_dir(Path(output_dir or Path("exports") / source.variant))
     # Another model's export is refused (or, with replace, removed) before anything is built.
     earlier = earlier_export(out_dir, _identity_manifest(source, kwargs), replace)
-    precisions = [Precision.FP32, Precision.FP16]
-    if calibration_data is not None:
-        precisions.append(Precision.INT8)
-    else:
-        log.info("auto: no --calibration-data, so no int8 candidate")
+    plans = {t: plan_candidates(t, calibration_data is not None) for t in chosen_targets}
+    precisions = [p for p in Precision if any(p in plan.artifacts for plan in plans.values())]
     started = time.perf_counter()
     try:
         with scratch_dir(out_dir) as scratch:
-            # One export per precision for all targets: they share the ONNX, the images and
-            # the eager reference, as a fixed-precision export does.
+            # One export per precision for the targets that want it: they share the ONNX,
+            # the images and the eager reference, as a fixed-precision export does.
             per_target: dict[Target, list[Candidate]] = {t: [] for t in chosen_targets}
             for precision in precisions:
-                log.info("auto: candidate %s", precision.value)
+                wanted = tuple(t for t in chosen_targets if precision in plans[t].artifacts)
+                log.info("auto: candidate %s (%s)", precision.value, _names(wanted))
                 found = _candidates(
                     export,
                     model_or_checkpoint,
-                    chosen_targets,
+                    wanted,
                     precision,
                     Path(scratch) / precision.value,
                     max_drop=max_drop,
@@ -162,13 +195,14 @@ def export_auto(
                     variant=variant,
                     **kwargs,
                 )
-                for target in chosen_targets:
+                for target in wanted:
                     per_target[target].append(found[target])
             chosen: list[tuple[Candidate, list[Candidate]]] = []
             failed: list[str] = []
             for target in chosen_targets:
                 best, candidates, table = _select(
                     target,
+                    plans[target],
                     per_target[target],
                     max_drop,
                     model_or_checkpoint,
@@ -198,6 +232,10 @@ def export_auto(
     return manifest
 
 
+def _names(targets: tuple[Target, ...]) -> str:
+    return ", ".join(t.value for t in targets)
+
+
 def _identity_manifest(source: Any, kwargs: dict[str, Any]) -> Manifest:
     """A manifest with only what ``Manifest.identity`` compares (the model, size, features)."""
     from partialnet.export.options import parse_imgsz
@@ -214,6 +252,7 @@ def _identity_manifest(source: Any, kwargs: dict[str, Any]) -> Manifest:
 
 def _select(
     target: Target,
+    plan: Plan,
     candidates: list[Candidate],
     max_drop: float,
     source: Any,
@@ -224,22 +263,23 @@ def _select(
     calibration_data: Any,
 ) -> tuple[Candidate | None, list[Candidate], str]:
     """Time the candidates of ``target`` that passed; the fastest (None when none passed),
-    all of them, and the table for messages."""
-    if target is Target.OPENVINO and openvino_has_bf16():
-        data = {
-            "eval_data": eval_data,
-            "calibration_data": calibration_data,
-            "calibration_images": kwargs.get("calibration_images", DEFAULT_CALIBRATION_IMAGES),
-        }
-        candidates.append(_bf16_candidate(candidates[0], max_drop, source, variant, data))
+    all of them (the skipped ones last), and the table for messages."""
+    data = {
+        "eval_data": eval_data,
+        "calibration_data": calibration_data,
+        "calibration_images": kwargs.get("calibration_images", DEFAULT_CALIBRATION_IMAGES),
+    }
+    for execution in plan.executions:
+        candidates.append(
+            _execution_candidate(target, candidates[0], execution, max_drop, source, variant, data)
+        )
     timed = [c for c in candidates if c.passed]
-    for _ in range(ROUNDS):  # one runner at a time; rounds alternate the candidates
-        for c in timed:
-            ms = time_candidate(target, c)
-            c.latency_ms = ms if c.latency_ms is None else min(c.latency_ms, ms)
+    for c, ms in zip(timed, time_candidates(target, timed), strict=True):
+        c.latency_ms = ms
+    candidates += [Candidate(p, False, skipped=why) for p, why in plan.skipped.items()]
     table = ", ".join(
         f"{c.precision} {f'{c.latency_ms:.3f} ms' if c.latency_ms else '-'}"
-        f"{'' if c.passed else ' (failed)'}"
+        f"{' (skipped)' if c.skipped else '' if c.passed else ' (failed)'}"
         for c in candidates
     )
     log.info("auto: %s: %s", target.value, table)
@@ -271,6 +311,7 @@ def _candidates(
                 precision=precision.value,
                 output_dir=sub,
                 max_drop=max_drop,
+                own_runtime_only=True,  # timed on the target's own runtime only
                 **kwargs,
             )
     except ParityFailure as exc:  # what passed was placed; the rest is in exc.rejected
@@ -290,7 +331,12 @@ def _candidates(
             continue
         passed = record.status == "ok" and _within(record.parity, max_drop)
         found[target] = Candidate(
-            precision.value, passed, _top1(record.parity), record=record, directory=sub
+            precision.value,
+            passed,
+            _top1(record.parity),
+            record=record,
+            directory=sub,
+            execution="fp32" if precision is Precision.INT8 else precision.value,
         )
     return found
 
@@ -332,35 +378,44 @@ def _within(parity: dict[str, Any], max_drop: float) -> bool:
     return float(acc["reference_top1"]) - float(acc["top1"]) <= max_drop / 100 + 1e-12
 
 
-def _bf16_candidate(
-    fp32: Candidate, max_drop: float, source: Any, variant: str | None, data: dict[str, Any]
+def _execution_candidate(
+    target: Target,
+    fp32: Candidate,
+    execution: str,
+    max_drop: float,
+    source: Any,
+    variant: str | None,
+    data: dict[str, Any],
 ) -> Candidate:
-    """The fp32 IR run in bf16, judged by the fp16/bf16 rule against its own f32 outputs."""
+    """The fp32 artifact executed at ``execution`` (bf16), judged by the fp16/bf16 rule
+    against the same artifact's fp32 outputs."""
     from partialnet.export.gate.parity import compare
     from partialnet.runtimes import open_runner
 
     if not fp32.passed or fp32.record is None or fp32.directory is None:
-        return Candidate("bf16", False, note="the fp32 IR did not pass")
+        return Candidate(execution, False, note=f"the fp32 {target.value} artifact did not pass")
     path = fp32.directory / fp32.record.path
     images, labels, dataset = _gate_images(fp32, source, variant, data)
     outs = {}
-    for precision in ("fp32", "bf16"):
-        with open_runner("openvino", path, precision=precision, threads=None) as runner:
+    for precision in ("fp32", execution):
+        with open_runner(spec_of(target).runtime, path, precision=precision) as runner:
             outs[precision] = np.concatenate(
                 [runner.infer(images[i : i + 1]) for i in range(len(images))]
             )
-    result = compare(outs["fp32"], outs["bf16"], Precision.FP16, labels=labels, dataset=dataset)
+    result = compare(outs["fp32"], outs[execution], Precision.FP16, labels=labels, dataset=dataset)
     top1 = float(result.accuracy["top1"]) if result.accuracy else None
     ok = result.passed
     if result.accuracy and fp32.record.parity.get("accuracy"):
         ref = float(fp32.record.parity["accuracy"]["reference_top1"])
         ok = ok and ref - float(result.accuracy["top1"]) <= max_drop / 100 + 1e-12
     record = ArtifactRecord(**{**fp32.record.__dict__})
-    record.precision = "bf16"
-    record.parity = {**result.to_dict(), "reference": "the fp32 IR executed in f32"}
+    record.precision = execution
+    record.parity = {**result.to_dict(), "reference": "the fp32 artifact executed in fp32"}
     record.accuracy = result.accuracy
-    record.details = {**record.details, "execution_precision": "bf16"}
-    return Candidate("bf16", ok, top1, record=record, directory=fp32.directory)
+    record.details = {**record.details, "execution_precision": execution}
+    return Candidate(
+        execution, ok, top1, record=record, directory=fp32.directory, execution=execution
+    )
 
 
 def _gate_images(
@@ -385,24 +440,39 @@ def _gate_images(
     return inputs.gate.images, inputs.gate.labels, inputs.gate.dataset
 
 
-def time_candidate(target: Target, c: Candidate) -> float:
-    """Median ms at batch 1, the runtime's default threading, this runtime alone."""
+def time_candidates(target: Target, candidates: list[Candidate]) -> list[float]:
+    """Each candidate's best median ms at batch 1 over ``ROUNDS`` alternated rounds, with the
+    runtime's default threading; one runner runs at a time, each opened once."""
     from partialnet.runtimes import open_runner
 
-    assert c.record is not None and c.directory is not None
-    path = c.directory / c.record.path
-    options: dict[str, Any] = {}
-    if target is Target.OPENVINO:
-        options["precision"] = {"int8": "fp32", "fp16": "fp16"}.get(c.precision, c.precision)
-    x = np.random.default_rng(0).standard_normal((1, *c.record.input_shape[1:]), dtype=np.float32)
-    with open_runner(spec_of(target).runtime, path, **options) as runner:
-        for _ in range(WARMUP_RUNS):
-            runner.infer(x)
-        times = []
-        for _ in range(TIMED_RUNS):
-            t = time.perf_counter()
-            runner.infer(x)
-            times.append(time.perf_counter() - t)
+    runtime = runtime_spec(spec_of(target).runtime)
+    best = [float("inf")] * len(candidates)
+    with contextlib.ExitStack() as stack:
+        runners = []
+        for c in candidates:
+            assert c.record is not None and c.directory is not None
+            # Only a runner that executes at a chosen precision takes the option.
+            options = {"precision": c.execution} if runtime.execution_precisions else {}
+            path = c.directory / c.record.path
+            runners.append(stack.enter_context(open_runner(runtime.runtime, path, **options)))
+        for _ in range(ROUNDS):  # rounds alternate the candidates: the load drifts meanwhile
+            for i, (c, runner) in enumerate(zip(candidates, runners, strict=True)):
+                ms = _median_ms(runner, c.record.input_shape)  # type: ignore[union-attr]
+                best[i] = min(best[i], ms)
+    return best
+
+
+def _median_ms(runner: Any, input_shape: list[int]) -> float:
+    """Median ms of ``TIMED_RUNS`` runs at batch 1 after ``WARMUP_RUNS`` (the warm-up also
+    lets the previously timed runner's pool go idle)."""
+    x = np.random.default_rng(0).standard_normal((1, *input_shape[1:]), dtype=np.float32)
+    for _ in range(WARMUP_RUNS):
+        runner.infer(x)
+    times = []
+    for _ in range(TIMED_RUNS):
+        t = time.perf_counter()
+        runner.infer(x)
+        times.append(time.perf_counter() - t)
     return statistics.median(times) * 1000
 
 

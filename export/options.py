@@ -172,6 +172,9 @@ class ExportOptions:
     target_options: Mapping[str, Any] = field(default_factory=dict)
     int8_fallback: bool = True  # int8: return the worst layers to float until the gate holds
     max_drop: float = DEFAULT_MAX_DROP  # int8 top-1 budget in points (with labels)
+    # Write only what each target's own runtime runs: int8 ONNX then skips the TensorRT
+    # flavour (--precision auto's candidates are timed on the target's runtime only).
+    own_runtime_only: bool = False
 
     def __post_init__(self) -> None:
         if self.batch < 1:

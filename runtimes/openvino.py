@@ -29,6 +29,16 @@ PRECISIONS = tuple(_PRECISION_HINTS)
 _PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}  # reported in our words
 
 
+def native_precisions(device: str = "CPU") -> frozenset[str]:
+    """The reduced float precisions ``device`` computes natively, from its
+    OPTIMIZATION_CAPABILITIES: BF16 on AVX512_BF16/AMX CPUs, FP16 on CPUs with fp16
+    arithmetic (AMX-FP16, ARM). Elsewhere an fp16 IR runs in f32 (or bf16 where the CPU
+    has that), so an fp16 artifact adds nothing that the fp32 IR executed in bf16 lacks."""
+    ov = base.import_sdk("openvino", "openvino", "the OpenVINO runner")
+    caps = set(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    return frozenset(n for cap, n in (("FP16", "fp16"), ("BF16", "bf16")) if cap in caps)
+
+
 def _model_file(path: Path) -> Path:
     """An IR directory (as partialnet-export writes it) holds exactly one .xml."""
     if not path.is_dir():

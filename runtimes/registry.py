@@ -55,10 +55,26 @@ class RuntimeSpec:
     reason: Callable[[], str | None]
     packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> dists
     controls_threads: bool = True  # False: takes ``threads`` for uniformity, ignores it
+    # The reduced float precisions ("fp16", "bf16") its runner's ``precision=`` option can
+    # execute an fp32 artifact at; () where the runner has no such option.
+    execution_precisions: tuple[str, ...] = ()
+    # "module:function" -> the reduced float precisions it computes natively on this CPU
+    # (faster than fp32, not fp32 behind casts); None: none anywhere we know of.
+    native_arithmetic: str | None = None
 
     def runner_class(self) -> type[Runner]:
-        module, _, cls = self.runner.partition(":")
-        return getattr(importlib.import_module(module, __package__), cls)
+        return self._resolve(self.runner)
+
+    def native_precisions(self) -> frozenset[str]:
+        """The reduced float precisions this runtime computes natively here ({} if unsure)."""
+        if self.native_arithmetic is None or self.reason() is not None:
+            return frozenset()
+        return frozenset(self._resolve(self.native_arithmetic)())
+
+    @staticmethod
+    def _resolve(ref: str) -> Any:
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module, __package__), name)
 
 
 RUNTIMES: tuple[RuntimeSpec, ...] = (
@@ -69,12 +85,15 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         ".onnxruntime:OnnxRuntimeRunner",
         lambda: _sdk_reason("onnxruntime", "onnx", "the ONNX Runtime runner"),
         {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")},
+        native_arithmetic=".onnxruntime:native_precisions",
     ),
     RuntimeSpec(
         Runtime.OPENVINO,
         ".openvino:OpenVINORunner",
         lambda: _sdk_reason("openvino", "openvino", "the OpenVINO runner"),
         {"openvino": ("openvino",)},
+        execution_precisions=("fp16", "bf16"),
+        native_arithmetic=".openvino:native_precisions",
     ),
     RuntimeSpec(
         Runtime.TENSORRT,

@@ -113,7 +113,9 @@ def auto_goal(ckpt: Path, train: Path, judge: Path, independent: Path, out: Path
     for r in manifest.artifacts:
         sel = r.selection
         rows = ", ".join(
-            f"{c['precision']} {c['latency_ms'] if c['latency_ms'] is not None else '-'} ms "
+            f"{c['precision']} skipped"
+            if c.get("skipped")
+            else f"{c['precision']} {c['latency_ms'] if c['latency_ms'] is not None else '-'} ms "
             f"{'pass' if c['passed'] else 'fail'}"
             for c in sel["candidates"]
         )

@@ -21,6 +21,7 @@ def format_selection(artifacts: list[dict[str, Any]]) -> str:
             ms = "-" if c.get("latency_ms") is None else f"{c['latency_ms']:.3f}"
             top1 = "-" if c.get("top1") is None else f"{c['top1']:.2%}"
             mark = " <- chosen" if c["precision"] == selection["chosen"] else ""
-            lines.append(f"  {c['precision']:<10}{ms:>12}{top1:>9}  {c['passed']}{mark}")
+            verdict = f"skipped: {c['skipped']}" if c.get("skipped") else str(c["passed"])
+            lines.append(f"  {c['precision']:<10}{ms:>12}{top1:>9}  {verdict}{mark}")
         blocks.append("\n".join(lines))
     return "\n".join(blocks)

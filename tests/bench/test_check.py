@@ -434,9 +434,9 @@ def test_check_runs_an_auto_bf16_record_in_bf16(
     """--precision auto may choose the fp32 IR executed in bf16 (record precision "bf16"):
     the check opens it in bf16 and judges it by the fp16/bf16 rule, as auto did."""
     pytest.importorskip("openvino")
-    from partialnet.export.auto import openvino_has_bf16
+    from partialnet.runtimes.registry import runtime_spec
 
-    if not openvino_has_bf16():
+    if "bf16" not in runtime_spec("openvino").native_precisions():
         pytest.skip("this CPU has no bf16 arithmetic for OpenVINO")
     directory = _export(
         tmp_path / "export", digits_checkpoint, "--eval-data", str(small_val)

@@ -33,8 +33,9 @@ def build(ctx: TargetContext) -> list[BuiltArtifact]:
     if ctx.int8:
         # One graph cannot serve both: ONNX Runtime is fastest with uint8 activations and
         # int32 biases, which TensorRT refuses (see partialnet.export.targets.onnx.int8).
+        flavours = ("onnxruntime",) if ctx.options.own_runtime_only else tuple(_SERVES)
         built = []
-        for flavour in ("onnxruntime", "tensorrt"):
+        for flavour in flavours:
             path, facts = ctx.qdq_onnx(flavour)
             facts = {**facts, "serves": _SERVES[flavour]}
             built.append(BuiltArtifact(Target.ONNX, path, path.name, facts, None, runner))
