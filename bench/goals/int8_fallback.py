@@ -49,24 +49,29 @@ def _digits(root: Path) -> tuple[Path, Path, Path, Path]:
     return train, val, *halves
 
 
-def fallback_goal(ckpt: Path, train: Path, val: Path, out: Path) -> None:
+def fallback_goal(ckpt: Path, train: Path, val: Path, out: Path, targets: str) -> None:
     model = amplify_channels(partialnet.load_checkpoint(ckpt).eval()).eval()
     common = dict(precision="int8", eval_data=val, calibration_data=train, max_drop=1.0)
     try:
-        export(
-            model, targets="onnx,openvino", output_dir=out / "plain", int8_fallback=False, **common
-        )
+        export(model, targets=targets, output_dir=out / "plain", int8_fallback=False, **common)
     except ParityFailure as exc:
         for r in exc.rejected:
             acc = r.parity["accuracy"]
             ref = acc["reference_top1"]
             print(f"plain int8 {r.path}: top-1 {acc['top1']:.2%} (eager fp32 {ref:.2%})")
     started = time.perf_counter()
-    manifest = export(model, targets="onnx,openvino", output_dir=out / "fallback", **common)
+    manifest = export(model, targets=targets, output_dir=out / "fallback", **common)
     total = time.perf_counter() - started
-    print(f"fallback export onnx,openvino: {total:.0f} s wall")
+    print(f"fallback export {targets}: {total:.0f} s wall")
     for r in manifest.artifacts:
-        fb, acc = r.details["fallback"], r.accuracy
+        fb, acc = r.details.get("fallback"), r.accuracy
+        if fb is None:  # weights-only int8 (CoreML W8): kept the rule without a search
+            print(
+                f"{r.path}: plain int8 top-1 {acc['top1']:.2%} (eager fp32 "
+                f"{acc['reference_top1']:.2%}), min per-image cosine "
+                f"{r.parity['min_image_cosine']:.5f}: no fallback needed"
+            )
+            continue
         print(
             f"{r.path}: top-1 {fb['before'].get('top1', float('nan')):.2%} -> {acc['top1']:.2%} "
             f"(eager fp32 {acc['reference_top1']:.2%}), float layers {r.details['float_layers']} "
@@ -146,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--digits", type=Path, default=DEFAULT_DIGITS)
     p.add_argument("--skip-auto", action="store_true")
     p.add_argument("--skip-fallback", action="store_true")
+    p.add_argument(
+        "--fallback-targets",
+        default="onnx,openvino",
+        help="targets of the fallback goal (add coreml for its weights-only int8)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     load = os.getloadavg()
@@ -153,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="partialnet-goal-") as tmp:
         train, val, val_a, val_b = _digits(Path(tmp) / "data")
         if not args.skip_fallback:
-            fallback_goal(args.digits, train, val, Path(tmp) / "fallback")
+            fallback_goal(args.digits, train, val, Path(tmp) / "fallback", args.fallback_targets)
         if not args.skip_auto:
             auto_goal(args.digits, train, val_a, val_b, Path(tmp) / "auto")
     print(f"load average after: {os.getloadavg()}")
