@@ -139,6 +139,9 @@ class TargetContext:
     reference: Any = None  # batch -> eager fp32 outputs (the gate's reference), for int8 search
     _onnx: tuple[Path, dict[str, Any]] | None = field(default=None, init=False)
     _qdq: dict[str, tuple[Path, dict[str, Any]]] = field(default_factory=dict, init=False)
+    # path -> (its sha256, the verdict judge() gave those bytes, simulated): the int8
+    # fallback's last verdict is the gate's, so the gate does not run the same bytes twice.
+    _verdicts: dict[Path, tuple[str, Any, bool]] = field(default_factory=dict, init=False)
 
     def artifact_name(self, target: Target) -> str:
         from partialnet.export.targets import spec_of
@@ -177,8 +180,21 @@ class TargetContext:
     def judge(self, path: Path, open_runner: Callable[[Path], Any]) -> Any:
         """The gate's verdict (a ParityResult) on an artifact in scratch, before it is built
         into others: the int8 fallback's check."""
+        from partialnet.files import sha256_path
+
         with open_runner(path) as runner:
-            return self.judge_runner(runner)
+            result = self.judge_runner(runner)
+            simulated = bool(runner.info().extra.get("simulated"))
+        self._verdicts[path.resolve()] = (sha256_path(path), result, simulated)
+        return result
+
+    def earlier_verdict(self, path: Path) -> tuple[Any, bool] | None:
+        """(verdict, simulated) ``judge`` gave exactly these bytes at ``path`` (None if it did
+        not judge them): the gate reuses it instead of running the same images again."""
+        from partialnet.files import sha256_path
+
+        found = self._verdicts.get(path.resolve())
+        return found[1:] if found and found[0] == sha256_path(path) else None
 
     def judge_runner(self, runner: Any) -> Any:
         """The gate's verdict (a ParityResult) on an open runner: the gate's own images and

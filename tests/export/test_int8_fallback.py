@@ -149,3 +149,38 @@ def test_fallback_without_labels_uses_the_agreement_rules(models, digits_folders
         assert fallback["after"]["top1_agreement"] >= 0.97
         assert fallback["after"]["min_image_cosine"] >= 0.98
         assert record.parity["inputs"] == "calibration images held out from int8 calibration"
+
+
+def test_the_gate_reuses_the_fallbacks_last_verdict(
+    models, digits_folders, tmp_path, monkeypatch
+) -> None:
+    """The fallback judged each Q/DQ graph last with the gate's own images and rule: the
+    gate takes that verdict instead of running the same bytes again (one judgement per
+    artifact, not two), and the record carries it."""
+    from partialnet.export.targets.base import TargetContext
+
+    judged: list[float] = []
+    real = TargetContext.judge_runner
+
+    def counted(self: TargetContext, runner):  # a spy: the real judgement, counted
+        result = real(self, runner)
+        judged.append(result.min_image_cosine)
+        return result
+
+    monkeypatch.setattr(TargetContext, "judge_runner", counted)
+    trained, _ = models
+    train, val = digits_folders
+    manifest = export(
+        trained,
+        targets="onnx",
+        precision="int8",
+        output_dir=tmp_path,
+        eval_data=val,
+        calibration_data=train,
+        calibration_images=CALIBRATION_IMAGES,
+    )
+    assert len(manifest.artifacts) == 2  # the onnxruntime and tensorrt Q/DQ flavours
+    assert len(judged) == 2  # plain int8 holds on the trained model: one verdict each
+    for record in manifest.artifacts:
+        assert not record.details["fallback"]["needed"]
+        assert record.parity["min_image_cosine"] in judged
