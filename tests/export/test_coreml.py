@@ -7,6 +7,7 @@ Core ML on macOS only (tests/runtimes/test_coreml_interpreter.py simulates it an
 from __future__ import annotations
 
 import copy
+import json
 import platform
 import shutil
 import sys
@@ -190,10 +191,11 @@ def test_spec_of_tensor_model(exports: _Exports, variant: str, precision: str) -
     assert ops["reduce_mean"] >= 2 * gates
     assert ops["conv"] > 0
 
-    meta = spec["metadata"]
+    meta = spec["metadata"]  # the export's one schema, encoded as ONNX and OpenVINO carry it
     assert meta["variant"] == variant
-    assert meta["input_size"] == "224x224"
-    assert meta["mean"] == "0.485,0.456,0.406" and meta["std"] == "0.229,0.224,0.225"
+    assert json.loads(meta["input_size"]) == [224, 224]
+    assert json.loads(meta["mean"]) == [0.485, 0.456, 0.406]
+    assert json.loads(meta["std"]) == [0.229, 0.224, 0.225]
     assert meta["precision"] == precision
     assert meta["toolchain"] == f"partialnet-export {partialnet.__version__}"
     assert spec["author"] and variant in spec["short_description"]
@@ -376,3 +378,25 @@ def test_features_backbone_with_static_batch(tmp_path: Path) -> None:
     assert spec["ops"]["batch_norm"] == 4
     with pytest.raises(UsageError, match="features-only"):
         export_coreml(model, tmp_path / "x.mlpackage", CoreMLOptions(class_labels=_labels()))
+
+
+def test_package_carries_the_exports_one_metadata_schema(
+    digits_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The CoreML package's user-defined metadata is the export's one schema, key for key
+    and value for value as the ONNX model's metadata_props carry it, plus image_input."""
+    onnx = pytest.importorskip("onnx")
+    from partialnet.export import export
+
+    manifest = export(
+        digits_checkpoint,
+        targets="onnx,coreml",
+        output_dir=tmp_path,
+        verify=False,  # the metadata is the point here, not the numbers
+    )
+    paths = {a.target: tmp_path / a.path for a in manifest.artifacts}
+    from_onnx = {p.key: p.value for p in onnx.load(str(paths["onnx"])).metadata_props}
+    from_coreml = coreml_spec_summary(paths["coreml"])["metadata"]
+    assert from_onnx and from_onnx["variant"] == "t0"
+    assert {k: from_coreml.get(k) for k in from_onnx} == from_onnx
+    assert from_coreml["image_input"] == "false"

@@ -31,6 +31,7 @@ from partialnet import outputs
 from partialnet.errors import UsageError, first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir, check_destination
+from partialnet.export.metadata import artifact_metadata, encode_metadata
 from partialnet.export.targets.coreml.spec import spec_summary
 from partialnet.inference import InferencePartialNet
 from partialnet.quiet import muted
@@ -208,8 +209,13 @@ def export_coreml(
     model: InferencePartialNet,
     path: Path,
     options: CoreMLOptions,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Convert ``model`` (fp32 inference form) to an ML program saved at ``path``.
+
+    ``metadata``: what the export embeds in every artifact (``artifact_metadata``; built
+    from ``model`` and ``options`` when not given), stored in the package's user-defined
+    metadata with the encoding ONNX and OpenVINO use.
 
     The package is written beside ``path`` and moved into place only when complete; a
     failure leaves an earlier package at ``path`` as it was. Returns facts for the manifest.
@@ -231,7 +237,7 @@ def export_coreml(
     log.debug("coreml: converting to an ML program (%s)", options.precision)
     with muted(["coremltools"]):  # per-pass advice; the manifest records what matters
         mlmodel = _convert(ct, program, model, options, target)
-    _describe(mlmodel, model, options)
+    _describe(mlmodel, model, options, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     log.debug("coreml: saving %s", path)
     _save_atomically(mlmodel, path)
@@ -357,10 +363,25 @@ def locate_op(program: Any, kind: str) -> list[str]:
     return found
 
 
-def _describe(mlmodel: Any, model: InferencePartialNet, options: CoreMLOptions) -> None:
-    """Metadata a consumer needs to feed the model: what the input is, how it is normalized."""
-    meta = model.cfg.meta
+def _describe(
+    mlmodel: Any,
+    model: InferencePartialNet,
+    options: CoreMLOptions,
+    metadata: dict[str, Any] | None,
+) -> None:
+    """The export's one metadata schema (as ONNX metadata_props and OpenVINO rt_info carry
+    it) plus Core ML's own descriptive fields, which Xcode shows."""
     h, w = model.input_size
+    if metadata is None:
+        metadata = artifact_metadata(
+            model.cfg.name,
+            model,
+            precision=options.precision,
+            batch=options.batch,
+            dynamic_batch=None,
+            checkpoint=None,
+        )
+    metadata = {**metadata, "image_input": options.image_input}
     mlmodel.author = f"partialnet-export {partialnet.__version__}"
     if model.feature_norms is not None:
         produces = "4 stage feature maps"
@@ -369,21 +390,9 @@ def _describe(mlmodel: Any, model: InferencePartialNet, options: CoreMLOptions) 
     else:
         produces = f"logits over {model.cfg.num_classes} classes"
     mlmodel.short_description = (
-        f"PartialNet-{model.cfg.name} ({h}x{w}, {options.precision}): {produces}"
+        f"PartialNet-{model.cfg.name} ({h}x{w}, {metadata['precision']}): {produces}"
     )
-    mlmodel.user_defined_metadata.update(
-        {
-            "variant": model.cfg.name,
-            "input_size": f"{h}x{w}",
-            "mean": ",".join(f"{v:g}" for v in meta.mean),
-            "std": ",".join(f"{v:g}" for v in meta.std),
-            "precision": options.precision,
-            "num_classes": str(model.cfg.num_classes),
-            "image_input": str(options.image_input).lower(),
-            "toolchain": f"partialnet-export {partialnet.__version__}",
-            "torch": torch.__version__,
-        }
-    )
+    mlmodel.user_defined_metadata.update(encode_metadata(metadata))
     if options.image_input:
         mlmodel.input_description[IMAGE_INPUT] = (
             f"RGB image {w}x{h}; normalized inside the model with the mean/std in the metadata"

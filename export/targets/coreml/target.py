@@ -90,10 +90,10 @@ def build(ctx: TargetContext) -> list[BuiltArtifact]:
             from partialnet.export.targets.coreml.int8 import quantize_coreml
 
             fp32 = ctx.scratch / f"{ctx.stem}-fp32-source.mlpackage"
-            facts = export_coreml(ctx.inference, fp32, options)
+            facts = export_coreml(ctx.inference, fp32, options, ctx.metadata)
             facts |= quantize_coreml(fp32, staged)
         else:
-            facts = export_coreml(ctx.inference, staged, options)
+            facts = export_coreml(ctx.inference, staged, options, ctx.metadata)
     reason = coreml_unverified_reason()
     if reason is None and (options.image_input or options.class_labels):
         reason = "parity runs on the plain tensor-input CoreML model only"
