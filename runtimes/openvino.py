@@ -27,6 +27,13 @@ _PRECISION_HINTS: dict[str, str | None] = {
 }
 PRECISIONS = tuple(_PRECISION_HINTS)
 _PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}  # reported in our words
+# An IR cannot carry its execution precision: OpenVINO 2026.4's CPU plugin applies some
+# ``runtime_options`` from a model's rt_info at compile time (KV_CACHE_PRECISION, measured),
+# but ignores INFERENCE_PRECISION_HINT and EXECUTION_MODE_HINT there (measured: an fp32 IR
+# with runtime_options/INFERENCE_PRECISION_HINT=f32 still compiles to bf16 on an AVX512_BF16
+# CPU; its Config::applyRtInfo reads only the KV-cache and dynamic-quantization keys). So a
+# plain ``compile_model(path, "CPU")`` runs the device's default, which ``info()`` reports
+# as ``default_precision`` beside what this runner set.
 
 
 def native_precisions(device: str = "CPU") -> frozenset[str]:
@@ -100,6 +107,7 @@ class OpenVINORunner(Runner):
         self._outputs = [out.get_any_name() for out in compiled.outputs]
         actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._precision = _PRECISION_NAMES.get(actual, actual)
+        self._default_precision = _device_default_precision(core, self.device)
         # One synchronous request: infer() is blocking; throughput hint only sizes streams.
         self._request, self.compiled = compiled.create_infer_request(), compiled
         self._version = ov.__version__
@@ -117,6 +125,9 @@ class OpenVINORunner(Runner):
     def _info(self) -> RunnerInfo:
         prop = self.compiled.get_property
         extra = {"hint": self.hint, "asked_precision": self.precision}
+        # What this runner set, and what a plain compile_model on this device executes in.
+        extra["precision_hint"] = _PRECISION_HINTS[self.precision]
+        extra["default_precision"] = self._default_precision
         extra["streams"] = prop("NUM_STREAMS")
         if self.device.startswith("CPU"):
             extra["threads"] = prop("INFERENCE_NUM_THREADS")
@@ -130,3 +141,14 @@ class OpenVINORunner(Runner):
             batch_range=self.batch_range,
             extra=extra,
         )
+
+
+def _device_default_precision(core: Any, device: str) -> str | None:
+    """The execution precision OpenVINO picks on ``device`` when nothing asks for one (CPU:
+    bf16 where AVX512_BF16 or AMX exists, f32 on AVX2), in our words; None where the device
+    does not report it."""
+    try:
+        name = core.get_property(device, "INFERENCE_PRECISION_HINT").get_type_name()
+    except Exception:  # a plugin without the property (it is optional for devices)
+        return None
+    return _PRECISION_NAMES.get(name, name)

@@ -76,6 +76,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {row['artifact']} | {row['runtime']} | {row['precision']} | {here} | "
             f"{row['gate']} | {same} | {_parity_text(row)} | {lat} | {ips or '-'} |"
         )
+    lines += _openvino_precision_lines(report["artifacts"])
     packages = env.get("packages") or {}
     versions = ", ".join(f"{k} {v}" for k, v in packages.items() if v)
     asked = (env.get("threads") or {}).get("requested")
@@ -88,6 +89,31 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _openvino_precision_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per OpenVINO artifact: the precision checked, the hint that set it, and what
+    a plain compile_model executes in on this device when that differs."""
+    lines = []
+    for row in rows:
+        p = row.get("openvino_precision")
+        if not p:
+            continue
+        hint = p["runner_hint"]
+        line = f"- {row['artifact']}: checked in {p['checked_in']} (" + (
+            f"INFERENCE_PRECISION_HINT={hint})" if hint else "no INFERENCE_PRECISION_HINT)"
+        )
+        default = p["plain_compile_default"]
+        if p["plain_compile_checked"] is False:
+            line += (
+                f"; a plain compile_model on this device executes in {default}, which this "
+                f"check did not judge: compile with INFERENCE_PRECISION_HINT="
+                f"{hint or p['checked_in']} (the IR cannot carry it)"
+            )
+        elif default is not None:
+            line += f"; a plain compile_model on this device executes in {default} too"
+        lines.append(line)
+    return ["", "OpenVINO execution precision:", *lines] if lines else []
 
 
 def write_check_report(report: dict[str, Any], directory: Path) -> None:

@@ -119,6 +119,8 @@ def check_artifact(
             runner=info.to_dict(),
             computed_in=info.precision,
         )
+        if runtime == "openvino":
+            row["openvino_precision"] = openvino_precision(info.precision, info.extra)
         if simulated:  # a numpy interpreter's speed says nothing about an Apple device
             row["timing_skipped"] = "simulated CoreML (MIL interpreter): no device latency"
             return row
@@ -149,6 +151,21 @@ def check_artifact(
             )
         row["timing"] = cells
     return row
+
+
+def openvino_precision(checked_in: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """What this check executed the IR in, the INFERENCE_PRECISION_HINT the runner set for
+    it, and what a plain ``compile_model(path, device)`` executes in on this device. The IR
+    cannot carry its precision (OpenVINO ignores INFERENCE_PRECISION_HINT in its rt_info, see
+    partialnet.runtimes.openvino), so on a bf16 CPU a user who sets no hint runs an fp32 IR
+    in bf16: a precision this check did not judge, and the report says so."""
+    default = extra.get("default_precision")
+    return {
+        "checked_in": checked_in,
+        "runner_hint": extra.get("precision_hint"),
+        "plain_compile_default": default,
+        "plain_compile_checked": None if default is None else default == checked_in,
+    }
 
 
 def base_row(item: Planned) -> dict[str, Any]:

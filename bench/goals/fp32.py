@@ -17,52 +17,20 @@ goal is missed the line says by how much. Nothing here is a test: the machine is
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import partialnet
 from partialnet.bench.environment import PeakGemm
+from partialnet.bench.goals.timing import best_p50, runner_p50
 from partialnet.bench.perf.baseline import export_eager_onnx
-from partialnet.bench.perf.measure import measure
 from partialnet.export import export
 from partialnet.machine import cpu_model, isa_summary
-from partialnet.runtimes import open_runner
 
 CPU_RUNTIMES = ("onnxruntime", "openvino")
-
-
-def p50_ms(call: Callable[[], object], iterations: int) -> float:
-    return measure(call, warmup=5, iterations=iterations).stats.p50
-
-
-def runner_p50(runtime: str, artifact, batch: int, threads: int, iterations: int) -> float:
-    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    with open_runner(runtime, artifact, threads=threads) as runner:
-        result = p50_ms(lambda: runner.infer(x), iterations)
-    gc.collect()
-    return result
-
-
-def best_p50(
-    candidates: dict[str, tuple[str, object]],
-    batch: int,
-    threads: int,
-    iterations: int,
-    rounds: int = 3,
-) -> dict[str, float]:
-    """Best p50 of each candidate over ``rounds`` rounds that alternate between them, so a
-    burst of load on this shared machine does not land on one side of a comparison only."""
-    best = {name: float("inf") for name in candidates}
-    for _ in range(rounds):
-        for name, (runtime, artifact) in candidates.items():
-            best[name] = min(best[name], runner_p50(runtime, artifact, batch, threads, iterations))
-    return best
 
 
 def _artifacts(variant: str, tmp: Path, batch: int | None = None) -> dict[str, Path]:

@@ -31,7 +31,6 @@ import torch
 
 import partialnet
 from partialnet.bench.environment import isa_summary
-from partialnet.bench.goals.fp32 import best_p50
 from partialnet.bench.goals.int8 import (
     DEFAULT_DIGITS,
     calibration_images,
@@ -39,6 +38,7 @@ from partialnet.bench.goals.int8 import (
     load,
     random_model,
 )
+from partialnet.bench.goals.timing import best_p50
 from partialnet.export import export
 from partialnet.export.gate.parity import compare
 from partialnet.export.options import Precision
@@ -132,7 +132,7 @@ def _no_xnnpack_p50(path: Path, args: argparse.Namespace) -> float:
 def _p50(
     runtime: str, path: Path, args: argparse.Namespace, iterations: int = 0, **options
 ) -> float:
-    from partialnet.bench.goals.fp32 import p50_ms
+    from partialnet.bench.goals.timing import p50_ms
 
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     with open_runner(runtime, path, threads=args.threads, **options) as runner:

@@ -1,9 +1,9 @@
 """NNCF's accuracy-aware int8 for the OpenVINO IR: ``nncf.quantize_with_accuracy_control``.
 
-It quantizes as ``quantize_openvino`` does (same preset, scope, bias correction), validates
-on the gate's images, and while the drop exceeds the budget ranks the quantizer groups (by
-reverting each and measuring the outputs on the worst images) and returns the worst to
-float. Used by the int8 fallback when plain NNCF fails the gate
+It quantizes as ``quantize_openvino`` does (same preset, scope, bias correction, overflow
+fix), validates on the gate's images, and while the drop exceeds the budget ranks the
+quantizer groups (by reverting each and measuring the outputs on the worst images) and
+returns the worst to float. Used by the int8 fallback when plain NNCF fails the gate
 (``partialnet.export.int8_fallback``).
 
 The metric NNCF maximizes is the gate's own rule: with labels, top-1 accuracy (budget:
@@ -37,7 +37,9 @@ from partialnet.export.gate.calibration import rebatch, require_batches
 from partialnet.export.gate.parity import INT8_MIN_IMAGE_COSINE, INT8_MIN_TOP1
 from partialnet.export.targets.openvino.int8 import (
     FAST_BIAS_CORRECTION,
+    OVERFLOW_FIX,
     _import_sdks,
+    advanced_parameters,
     fp32_islands,
     nncf_settings,
     read_fp32_model,
@@ -109,6 +111,7 @@ def quantize_openvino_accuracy_control(
                 max_drop=max_drop if labels is not None else 0.0,
                 drop_type=nncf.DropType.ABSOLUTE,
                 **nncf_settings(nncf, len(batches), excluded, FAST_BIAS_CORRECTION),
+                advanced_quantization_parameters=advanced_parameters(nncf),
                 advanced_accuracy_restorer_parameters=(
                     nncf.quantization.advanced_parameters.AdvancedAccuracyRestorerParameters(
                         max_num_iterations=max_float_layers
@@ -127,6 +130,7 @@ def quantize_openvino_accuracy_control(
         "preset": "performance (symmetric int8)",
         "quantized_op_types": ["Convolution", "MatMul"],
         "fast_bias_correction": FAST_BIAS_CORRECTION,
+        "overflow_fix": OVERFLOW_FIX,
         "fp32_nodes": excluded,
         "float_layers": float_layers(model, quantized),
         "calibration_images": int(sum(b.shape[0] for b in batches)),
