@@ -18,6 +18,7 @@ from partialnet.export.options import ARTIFACT_PRECISIONS, ExportOptions, Precis
 from partialnet.runtimes.base import Runtime
 
 if TYPE_CHECKING:  # torch: the device path imports the specs without it
+    from partialnet.export.serving.backend import TritonBackend
     from partialnet.inference import InferencePartialNet
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class TargetOption:
     metavar: str | None = None
     type: Callable[[str], Any] | None = None
     switch: bool = False  # a store_true flag
+    choices: tuple[str, ...] | None = None
     check: Callable[[Any], None] | None = None
 
 
@@ -90,6 +92,7 @@ class TargetSpec:
     in_all: bool = True  # False: `--target all` leaves it out (its SDK's pins: README)
     # Further files a precision writes beside the artifact (int8 ONNX: the TensorRT flavour).
     also_writes: Callable[[str, Precision], tuple[str, ...]] = lambda _stem, _p: ()
+    triton: TritonBackend | None = None  # how Triton serves it; None: not served
 
     @property
     def name(self) -> str:

@@ -5,6 +5,7 @@ start from the same file."""
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, Sdk, TargetSpec
 from partialnet.export.targets.onnx.target import also_writes, build, for_runtime, runner_options
+from partialnet.export.targets.onnx.triton import TRITON
 from partialnet.runtimes.base import Runtime
 
 ONNX_SDKS = (Sdk("onnx", "onnx", "ONNX export"), Sdk("onnxscript", "onnx", "ONNX export"))
@@ -24,5 +25,6 @@ SPEC = TargetSpec(
     runner_options=runner_options,
     for_runtime=for_runtime,
     also_writes=also_writes,
+    triton=TRITON,
     parity_default=True,
 )

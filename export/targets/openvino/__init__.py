@@ -5,6 +5,7 @@ from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, Sdk, TargetSpec
 from partialnet.export.targets.onnx import ONNX_SDKS
 from partialnet.export.targets.openvino.target import build, runner_options
+from partialnet.export.targets.openvino.triton import TRITON
 from partialnet.runtimes.base import Runtime
 
 SPEC = TargetSpec(
@@ -20,4 +21,5 @@ SPEC = TargetSpec(
     int8_sdks=(Sdk("nncf", "int8", "INT8 OpenVINO quantization"),),
     runner_options=runner_options,
     parity_default=True,
+    triton=TRITON,
 )

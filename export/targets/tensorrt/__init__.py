@@ -5,6 +5,7 @@ from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, TargetSpec
 from partialnet.export.targets.onnx import ONNX_SDKS, QDQ_SDKS
 from partialnet.export.targets.tensorrt.target import OPTIONS, build, check_options, check_sdk
+from partialnet.export.targets.tensorrt.triton import TRITON
 from partialnet.runtimes.base import Runtime
 
 SPEC = TargetSpec(
@@ -20,4 +21,5 @@ SPEC = TargetSpec(
     options=OPTIONS,
     check_options=check_options,
     check_sdk=check_sdk,
+    triton=TRITON,
 )
