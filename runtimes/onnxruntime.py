@@ -11,14 +11,14 @@ from partialnet.errors import UsageError
 
 from . import base
 from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, RuntimeUnavailableError
+from .registry import RUNTIMES
 
-# Our provider name -> (ONNX Runtime's name, the device it runs on).
+# Our provider name -> (ONNX Runtime's name, the device it runs on): the CPU and CUDA ones,
+# then one per runtime whose backend ONNX Runtime also reaches (named after that runtime).
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider", "cpu"),
     "cuda": ("CUDAExecutionProvider", "cuda"),
-    "tensorrt": ("TensorrtExecutionProvider", "cuda"),
-    "openvino": ("OpenVINOExecutionProvider", "openvino"),
-    "coreml": ("CoreMLExecutionProvider", "apple"),
+    **{spec.runtime.value: spec.ort_provider for spec in RUNTIMES if spec.ort_provider},
 }
 
 

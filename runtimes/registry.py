@@ -55,6 +55,9 @@ class RuntimeSpec:
     reason: Callable[[], str | None]
     packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> dists
     controls_threads: bool = True  # False: takes ``threads`` for uniformity, ignores it
+    # ONNX Runtime's execution provider for the same backend and the device it runs on: the
+    # ONNX runner's ``provider=<runtime name>`` (None: ONNX Runtime has none).
+    ort_provider: tuple[str, str] | None = None
 
     def runner_class(self) -> type[Runner]:
         module, _, cls = self.runner.partition(":")
@@ -75,6 +78,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         ".openvino:OpenVINORunner",
         lambda: _sdk_reason("openvino", "openvino", "the OpenVINO runner"),
         {"openvino": ("openvino",)},
+        ort_provider=("OpenVINOExecutionProvider", "openvino"),
     ),
     RuntimeSpec(
         Runtime.TENSORRT,
@@ -85,6 +89,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
             "tensorrt-rtx": ("tensorrt-rtx-cu12-bindings",),
         },
         controls_threads=False,  # the GPU does the work
+        ort_provider=("TensorrtExecutionProvider", "cuda"),
     ),
     RuntimeSpec(
         Runtime.COREML,
@@ -92,6 +97,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         _coreml_reason,
         {"coremltools": ("coremltools",)},
         controls_threads=False,  # Core ML schedules its own threads
+        ort_provider=("CoreMLExecutionProvider", "apple"),
     ),
     RuntimeSpec(
         Runtime.LITERT,

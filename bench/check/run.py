@@ -21,7 +21,7 @@ from partialnet.export.gate.parity import (
 )
 from partialnet.export.gate.reference import Reference
 from partialnet.export.options import Precision
-from partialnet.export.targets import runtime_of
+from partialnet.export.targets import runtime_of, spec_of
 
 # The figures that must equal the gate's on the export machine (the rest is description).
 PARITY_FIGURES = (
@@ -50,18 +50,13 @@ EXECUTION_RULES = {"bf16": Precision.FP16.value}
 
 
 def runner_options(entry: dict[str, Any], threads: int | None) -> dict[str, Any]:
-    """The runner as the export gate opened it (OpenVINO at the artifact's own precision,
-    TensorRT with the recorded flavour), with this device's thread count."""
-    runtime = runtime_of(entry["target"])
+    """The runner as the export gate opened it (what its target's spec says the recorded
+    artifact needs: an execution precision, an SDK flavour), with this device's threads."""
     options: dict[str, Any] = {"threads": threads} if threads else {}
-    if runtime == "openvino":
-        own = entry.get("precision")
-        # bf16: the fp32 IR executed in bf16, as --precision auto chose it.
-        options["precision"] = own if own in ("fp16", "bf16") else "fp32"
-    details = entry.get("details") or {}
-    if runtime == "tensorrt" and details.get("flavour"):
-        options["flavour"] = details["flavour"]
-    return options
+    spec = spec_of(entry["target"])
+    return options | spec.artifact_runner_options(
+        str(entry.get("precision")), entry.get("details") or {}
+    )
 
 
 def timing_batches(entry: dict[str, Any], batch_range: tuple[int, int]) -> list[int]:

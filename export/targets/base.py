@@ -83,6 +83,14 @@ class TargetSpec:
     check_options: Callable[[ExportOptions, int], Any] | None = None
     check_sdk: Callable[[], object] | None = None
     runner_options: Callable[[Precision], dict[str, Any]] = lambda _p: {}
+    # What its runner must be told to run a recorded artifact as it was built, from the
+    # manifest's precision and details (an execution precision, the SDK flavour it needs).
+    artifact_runner_options: Callable[[str, Mapping[str, Any]], dict[str, Any]] = (
+        lambda _precision, _details: {}
+    )
+    # Precisions its runner can be asked to compute in whatever the artifact's (its
+    # ``precision`` option; bench's --ov-precision), "auto" the runtime's own pick.
+    execution_precisions: tuple[str, ...] = ()
     dynamic_batch: bool = True  # False: a fixed batch only
     # Whether the target's runtime runs this artifact (from its manifest details): not so
     # for an intermediate another target consumes (int8 ONNX's TensorRT-flavour graph).

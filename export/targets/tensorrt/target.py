@@ -3,6 +3,7 @@ its options checked before any work, and its engine opened to verify it (GPU onl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,11 @@ def check_sdk() -> object:
     from partialnet.runtimes.tensorrt_sdk import import_tensorrt
 
     return import_tensorrt()
+
+
+def artifact_runner_options(_precision: str, details: Mapping[str, Any]) -> dict[str, Any]:
+    """The SDK flavour the engine was built with (full TensorRT or TensorRT-RTX)."""
+    return {"flavour": details["flavour"]} if details.get("flavour") else {}
 
 
 def build(ctx: TargetContext) -> list[BuiltArtifact]:
