@@ -58,18 +58,32 @@ class TargetOption:
 
 
 @dataclass(frozen=True)
+class QdqRecipe:
+    """An int8 Q/DQ ONNX shaped for one consumer (ONNX Runtime's ``quantize_static`` settings),
+    declared by the target that consumes it (``TargetSpec.qdq``). An int8 export of the ONNX
+    target writes one graph per recipe (``partialnet.export.targets.onnx.int8``); each
+    recipe's module says why its consumer needs it so."""
+
+    flavour: str  # its name in manifests and file names
+    serves: str  # who runs it, as the manifest says
+    symmetric: bool  # int8 symmetric activations and weights (else uint8 asymmetric activations)
+    int32_biases: bool  # biases quantized to int32 (else left in float)
+    reduce_range: bool  # weights in a 7-bit range by default
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """Everything the toolchain knows about one target, in one place.
 
     ``build`` returns the target's artifacts in scratch; ``check_options`` validates the
     target's own options before anything is written and returns what ``build`` reads back as
-    ``ctx.target_options[target]``; ``check_sdk`` goes beyond a package look-up (TensorRT
-    must load to say which flavour is installed). ``runner_options`` are the options its
+    ``ctx.target_options[target]``; ``check_sdk`` goes beyond a package look-up (an SDK
+    that must load to say which flavour is installed). ``runner_options`` are the options its
     runtime's runner is opened with to check an artifact of a precision (gate and bench).
     """
 
     target: Target
-    suffix: str  # the artifact's suffix; ".openvino" is a directory
+    suffix: str  # the artifact's suffix (a directory's too, with ``directory``)
     runtime: Runtime
     built_from: BuiltFrom
     build: Callable[[TargetContext], list[BuiltArtifact]]
@@ -93,14 +107,15 @@ class TargetSpec:
     execution_precisions: tuple[str, ...] = ()
     dynamic_batch: bool = True  # False: a fixed batch only
     # Whether the target's runtime runs this artifact (from its manifest details): not so
-    # for an intermediate another target consumes (int8 ONNX's TensorRT-flavour graph).
+    # for an intermediate another target consumes (int8 ONNX: another target's Q/DQ graph).
     for_runtime: Callable[[Mapping[str, Any]], bool] = lambda _details: True
     parity_default: bool = False  # among partialnet-bench parity's default runtimes
     directory: bool = False  # the artifact is a directory (an IR pair, an .mlpackage)
     in_all: bool = True  # False: `--target all` leaves it out (its SDK's pins: README)
-    # Further files a precision writes beside the artifact (int8 ONNX: the TensorRT flavour).
+    # Further files a precision writes beside the artifact (int8 ONNX: other Q/DQ flavours).
     also_writes: Callable[[str, Precision], tuple[str, ...]] = lambda _stem, _p: ()
     triton: TritonBackend | None = None  # how Triton serves it; None: not served
+    qdq: QdqRecipe | None = None  # the int8 Q/DQ ONNX it runs or builds from, if any
 
     @property
     def name(self) -> str:
@@ -214,16 +229,19 @@ class TargetContext:
         return [images[i : i + batch] for i in range(0, len(images), batch)]
 
     def qdq_onnx(self, flavour: str) -> tuple[Path, dict[str, Any]]:
-        """The int8 Q/DQ ONNX of one flavour (onnxruntime or tensorrt), written once."""
-        from partialnet.export.targets.onnx.int8 import QdqFlavour, quantize_onnx
+        """The int8 Q/DQ ONNX of one recipe's flavour (``QdqRecipe``), written once; the
+        ONNX target's own takes the ONNX artifact's name, the others a ``-<flavour>`` stem."""
+        from partialnet.export.targets import spec_of
+        from partialnet.export.targets.onnx.int8 import quantize_onnx
 
         if flavour not in self._qdq:
             fp32, _ = self.onnx()
-            suffix = "" if flavour == QdqFlavour.ONNXRUNTIME.value else f"-{flavour}"
+            own = spec_of(Target.ONNX).qdq
+            suffix = "" if own is not None and flavour == own.flavour else f"-{flavour}"
             path = self.scratch / f"{self.artifact_name(Target.ONNX)}"
             path = path.with_name(f"{self.stem}{suffix}{path.suffix}")
             log.info("      int8: calibrating the %s Q/DQ ONNX", flavour)
-            if self.int8_fallback:  # TensorRT builds from its flavour's fallback result
+            if self.int8_fallback:  # a consumer builds from its flavour's fallback result
                 from partialnet.export.int8_fallback import onnx_with_fallback
 
                 facts = onnx_with_fallback(self, fp32, path, flavour)

@@ -1,10 +1,16 @@
 """onnx: the inference form through torch.export (dynamo) to a checked, simplified ONNX; int8
-as Q/DQ ONNX (one flavour for ONNX Runtime, one for TensorRT). The other ONNX-built targets
-start from the same file."""
+as Q/DQ ONNX (one flavour for ONNX Runtime, one per other target that declares a Q/DQ
+recipe). The other ONNX-built targets start from the same file."""
 
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, Sdk, TargetSpec
-from partialnet.export.targets.onnx.target import also_writes, build, for_runtime, runner_options
+from partialnet.export.targets.onnx.target import (
+    QDQ,
+    also_writes,
+    build,
+    for_runtime,
+    runner_options,
+)
 from partialnet.export.targets.onnx.triton import TRITON
 from partialnet.runtimes.base import Runtime
 
@@ -26,5 +32,6 @@ SPEC = TargetSpec(
     for_runtime=for_runtime,
     also_writes=also_writes,
     triton=TRITON,
+    qdq=QDQ,
     parity_default=True,
 )

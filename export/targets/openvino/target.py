@@ -42,9 +42,9 @@ def build(ctx: TargetContext) -> list[BuiltArtifact]:
 
         log.info("      int8: NNCF calibration of the OpenVINO model")
         if ctx.int8_fallback:
-            from partialnet.export.int8_fallback import openvino_with_fallback
+            from partialnet.export.targets.openvino.fallback import with_fallback
 
-            facts = openvino_with_fallback(ctx, onnx_path, staged, runner)
+            facts = with_fallback(ctx, onnx_path, staged, runner)
         else:
             facts = quantize_openvino(
                 onnx_path, ir_xml(staged), ctx.calibration_batches(), metadata=ctx.metadata

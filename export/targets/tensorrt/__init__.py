@@ -4,6 +4,7 @@ ONNX, int8 from a symmetric Q/DQ ONNX); TensorRT-RTX builds ahead of time withou
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, TargetSpec
 from partialnet.export.targets.onnx import ONNX_SDKS, QDQ_SDKS
+from partialnet.export.targets.tensorrt.qdq import QDQ
 from partialnet.export.targets.tensorrt.target import (
     OPTIONS,
     artifact_runner_options,
@@ -29,4 +30,5 @@ SPEC = TargetSpec(
     check_sdk=check_sdk,
     artifact_runner_options=artifact_runner_options,
     triton=TRITON,
+    qdq=QDQ,
 )

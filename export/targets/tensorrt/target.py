@@ -10,6 +10,7 @@ from typing import Any
 from partialnet.errors import UsageError
 from partialnet.export.options import ExportOptions, Target
 from partialnet.export.targets.base import BuiltArtifact, TargetContext, TargetOption, opener
+from partialnet.export.targets.tensorrt.qdq import QDQ
 from partialnet.runtimes.base import Runtime
 
 
@@ -73,7 +74,7 @@ def build(ctx: TargetContext) -> list[BuiltArtifact]:
     from partialnet.runtimes.tensorrt import tensorrt_unavailable_reason
 
     # int8: the symmetric Q/DQ graph with float biases that TensorRT's parser takes.
-    onnx_path, _ = ctx.qdq_onnx("tensorrt") if ctx.int8 else ctx.onnx()
+    onnx_path, _ = ctx.qdq_onnx(QDQ.flavour) if ctx.int8 else ctx.onnx()
     name = ctx.artifact_name(Target.TRT)
     staged = ctx.scratch / name
     config = ctx.target_options.get(Target.TRT) or check_options(ctx.options, 0)
