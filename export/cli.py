@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dynamic-batch",
         metavar="MIN:OPT:MAX",
         default=None,
-        help="dynamic batch axis with this range (ONNX, OpenVINO, TensorRT)",
+        help="dynamic batch axis with this range "
+        f"({', '.join(s.display for s in TARGETS if s.dynamic_batch)})",
     )
     out.add_argument(
         "--opset",

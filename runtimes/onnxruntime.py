@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,15 @@ class OnnxRuntimeRunner(Runner):
                 "allow_spinning": self.allow_spinning,
             },
         )
+
+
+def cpu_matmul(path: Path, threads: int | None) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """The one-node MatMul ONNX at ``path`` (inputs A, B) on the CPU provider with ONNX
+    Runtime's default spinning (as the runner), called on two operands: the bench's GEMM
+    peak reference for this runtime."""
+    ort = base.import_sdk("onnxruntime", "onnx", "the ONNX Runtime runner")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or 0
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda a, b: session.run(None, {"A": a, "B": b})

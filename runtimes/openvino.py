@@ -3,6 +3,7 @@ ONNX model with OpenVINO on one physical device."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,14 @@ class OpenVINORunner(Runner):
             batch_range=self.batch_range,
             extra=extra,
         )
+
+
+def cpu_matmul(path: Path, threads: int | None) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """The one-node MatMul ONNX at ``path`` compiled for the CPU in f32 (as the runner forces
+    it), called on two operands: the bench's GEMM peak reference for this runtime."""
+    ov = base.import_sdk("openvino", "openvino", "the OpenVINO runner")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    return lambda a, b: request.infer([a, b])

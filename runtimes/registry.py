@@ -58,10 +58,21 @@ class RuntimeSpec:
     # ONNX Runtime's execution provider for the same backend and the device it runs on: the
     # ONNX runner's ``provider=<runtime name>`` (None: ONNX Runtime has none).
     ort_provider: tuple[str, str] | None = None
+    # "module:function" compiling a one-MatMul ONNX for the CPU as its runner would, relative
+    # to this package: the bench's GEMM peak reference (None: no CPU matmul to compare with).
+    cpu_matmul: str | None = None
 
     def runner_class(self) -> type[Runner]:
-        module, _, cls = self.runner.partition(":")
-        return getattr(importlib.import_module(module, __package__), cls)
+        return _resolve(self.runner)
+
+    def cpu_matmul_opener(self) -> Callable[..., Any] | None:
+        return _resolve(self.cpu_matmul) if self.cpu_matmul else None
+
+
+def _resolve(reference: str) -> Any:
+    """ "module:name", the module relative to this package, imported now."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module, __package__), name)
 
 
 RUNTIMES: tuple[RuntimeSpec, ...] = (
@@ -72,6 +83,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         ".onnxruntime:OnnxRuntimeRunner",
         lambda: _sdk_reason("onnxruntime", "onnx", "the ONNX Runtime runner"),
         {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")},
+        cpu_matmul=".onnxruntime:cpu_matmul",
     ),
     RuntimeSpec(
         Runtime.OPENVINO,
@@ -79,6 +91,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         lambda: _sdk_reason("openvino", "openvino", "the OpenVINO runner"),
         {"openvino": ("openvino",)},
         ort_provider=("OpenVINOExecutionProvider", "openvino"),
+        cpu_matmul=".openvino:cpu_matmul",
     ),
     RuntimeSpec(
         Runtime.TENSORRT,

@@ -3,10 +3,10 @@
     python -m partialnet.bench.goals.int8_fallback [--data DIR] [--skip-auto]
 
 1. The trained digits t0 (64 px) made int8-hostile (``partialnet.bench.data.outliers``): plain
-   int8 top-1, then with the fallback, per artifact (ONNX Runtime and TensorRT Q/DQ flavours,
-   OpenVINO), the layers returned to float, the quantized fraction (goal >= 60%) and the
+   int8 top-1, then with the fallback, per artifact of the CPU targets (every Q/DQ flavour,
+   the IR), the layers returned to float, the quantized fraction (goal >= 60%) and the
    search time (goal < 3 min for t0 at 64 px on 2 cores); goal: within 1 point of fp32.
-2. ``--precision auto --max-drop 1`` on the digits model for onnx,openvino: judged on one half
+2. ``--precision auto --max-drop 1`` on the digits model for auto's targets: judged on one half
    of the val digits, then the chosen artifact evaluated on the other half (independent of
    the choice); its latency against fp32's (goal: no slower) and the wall time of auto
    against the slowest single-precision export (goal: at most 2x).
@@ -30,10 +30,16 @@ import torch
 
 import partialnet
 from partialnet.bench.data.outliers import amplify_channels
+from partialnet.bench.goals.fp32 import CPU_TARGETS as CPU_TARGET_OF
 from partialnet.bench.goals.int8 import DEFAULT_DIGITS
 from partialnet.export import export
+from partialnet.export.auto import AUTO_TARGETS
 from partialnet.export.errors import ParityFailure
+from partialnet.export.targets import runtime_of, spec_of
 from partialnet.machine import cpu_model, isa_summary
+
+CPU_TARGETS = ",".join(CPU_TARGET_OF.values())  # the targets whose runtimes run on any CPU
+AUTO = ",".join(target.value for target in AUTO_TARGETS)  # those auto chooses for
 
 
 def _digits(root: Path) -> tuple[Path, Path, Path, Path]:
@@ -53,18 +59,16 @@ def fallback_goal(ckpt: Path, train: Path, val: Path, out: Path) -> None:
     model = amplify_channels(partialnet.load_checkpoint(ckpt).eval()).eval()
     common = dict(precision="int8", eval_data=val, calibration_data=train, max_drop=1.0)
     try:
-        export(
-            model, targets="onnx,openvino", output_dir=out / "plain", int8_fallback=False, **common
-        )
+        export(model, targets=CPU_TARGETS, output_dir=out / "plain", int8_fallback=False, **common)
     except ParityFailure as exc:
         for r in exc.rejected:
             acc = r.parity["accuracy"]
             ref = acc["reference_top1"]
             print(f"plain int8 {r.path}: top-1 {acc['top1']:.2%} (eager fp32 {ref:.2%})")
     started = time.perf_counter()
-    manifest = export(model, targets="onnx,openvino", output_dir=out / "fallback", **common)
+    manifest = export(model, targets=CPU_TARGETS, output_dir=out / "fallback", **common)
     total = time.perf_counter() - started
-    print(f"fallback export onnx,openvino: {total:.0f} s wall")
+    print(f"fallback export {CPU_TARGETS}: {total:.0f} s wall")
     for r in manifest.artifacts:
         fb, acc = r.details["fallback"], r.accuracy
         print(
@@ -86,7 +90,7 @@ def auto_goal(ckpt: Path, train: Path, judge: Path, independent: Path, out: Path
         with contextlib.suppress(ParityFailure):  # a failed candidate still took its time
             export(
                 model,
-                targets="onnx,openvino",
+                targets=AUTO,
                 precision=precision,
                 output_dir=out / precision,
                 eval_data=judge,
@@ -97,7 +101,7 @@ def auto_goal(ckpt: Path, train: Path, judge: Path, independent: Path, out: Path
     started = time.perf_counter()
     manifest = export(
         model,
-        targets="onnx,openvino",
+        targets=AUTO,
         precision="auto",
         output_dir=out / "auto",
         eval_data=judge,
@@ -117,13 +121,9 @@ def auto_goal(ckpt: Path, train: Path, judge: Path, independent: Path, out: Path
             f"{'pass' if c['passed'] else 'fail'}"
             for c in sel["candidates"]
         )
-        runtime = "onnxruntime" if r.target == "onnx" else "openvino"
-        options = (
-            {"precision": r.precision if r.precision in ("fp16", "bf16") else "fp32"}
-            if runtime == "openvino"
-            else {}
-        )
-        with open_runner(runtime, out / "auto" / r.path, **options) as runner:
+        # Opened as the export's gate opened it (an execution precision: bf16 is auto's pick).
+        options = spec_of(r.target).artifact_runner_options(r.precision, r.details)
+        with open_runner(runtime_of(r.target), out / "auto" / r.path, **options) as runner:
             logits = np.concatenate(
                 [runner.infer(check.inputs[i : i + 1]) for i in range(len(check.inputs))]
             )
