@@ -193,7 +193,7 @@ def _per_ov_precision(job: Job, ov_precisions: list[str] | None) -> list[Job]:
 
 
 def _runner_options(job: Job, threads: int | None) -> dict[str, Any]:
-    """Each runtime as its users run it: with its defaults (ONNX Runtime's spinning: one
+    """Each runtime as its users run it: with its defaults (thread spinning included: one
     runtime runs at a time here), at the execution precision asked for, else as the artifact
     needs (its spec's ``artifact_runner_options``)."""
     options: dict[str, Any] = {"threads": threads} if threads else {}

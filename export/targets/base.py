@@ -59,7 +59,7 @@ class TargetOption:
 
 @dataclass(frozen=True)
 class QdqRecipe:
-    """An int8 Q/DQ ONNX shaped for one consumer (ONNX Runtime's ``quantize_static`` settings),
+    """An int8 Q/DQ ONNX shaped for one consumer (the Q/DQ quantizer's settings),
     declared by the target that consumes it (``TargetSpec.qdq``). An int8 export of the ONNX
     target writes one graph per recipe (``partialnet.export.targets.onnx.int8``); each
     recipe's module says why its consumer needs it so."""
