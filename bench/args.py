@@ -29,3 +29,13 @@ def comma_choices(what: str, valid: tuple[str, ...]) -> Callable[[str], list[str
         return list(dict.fromkeys(names))
 
     return parse
+
+
+def execution_precisions() -> tuple[tuple[str, ...], str]:
+    """What ``--ov-precision`` takes (the targets' ``execution_precisions``) and the names of
+    the runtimes that take it, for its help."""
+    from partialnet.export.targets import TARGETS
+
+    specs = [spec for spec in TARGETS if spec.execution_precisions]
+    choices = tuple(dict.fromkeys(p for spec in specs for p in spec.execution_precisions))
+    return choices, "/".join(spec.display for spec in specs)

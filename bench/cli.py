@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from partialnet.bench.args import UsageParser, comma_choices
+from partialnet.bench.args import UsageParser, comma_choices, execution_precisions
 from partialnet.bench.environment import PeakGemm, collect_environment
 from partialnet.bench.perf.compare import compare_reports, format_comparison
 from partialnet.bench.perf.measure import PeakMemory, ProgressLine, current_rss_mb, measure_runner
@@ -29,7 +29,7 @@ from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
 from partialnet.export.manifest import read_verified_manifest, resolve_artifact
 from partialnet.export.options import ARTIFACT_PRECISIONS, needs_calibration
-from partialnet.export.targets import TARGETS, runtime_of, spec_of, target_of
+from partialnet.export.targets import TARGETS, runtime_of, spec_for_runtime, spec_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 
 PROG = "partialnet-bench"
@@ -41,7 +41,7 @@ SUBCOMMANDS = {
 TORCH_INFERENCE = "torch-inference"  # torch running the reparameterized (inference) form
 RUNTIME_NAMES = ("torch", TORCH_INFERENCE, *(spec.runtime.value for spec in TARGETS))
 PRECISIONS = tuple(p.value for p in ARTIFACT_PRECISIONS)
-OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+OV_PRECISIONS, EXECUTING = execution_precisions()  # --ov-precision: choices, runtimes
 
 
 class _Skip(Exception):
@@ -58,7 +58,7 @@ class Job:
     artifact: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     skip: str | None = None
-    ov_precision: str | None = None  # OpenVINO execution precision; None: the artifact's own
+    ov_precision: str | None = None  # an execution precision asked; None: the artifact's own
 
     @property
     def runtime(self) -> Runtime:
@@ -108,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ov-precision",
-        type=comma_choices("OpenVINO precision", OV_PRECISIONS),
+        type=comma_choices(f"{EXECUTING} precision", OV_PRECISIONS),
         default=None,
-        help="OpenVINO execution precision(s), one row each, e.g. fp32,bf16 (default: the "
-        "artifact's own; 'auto' is OpenVINO's choice for this CPU)",
+        help=f"{EXECUTING} execution precision(s), one row each, e.g. fp32,bf16 (default: the "
+        f"artifact's own; 'auto' is {EXECUTING}'s choice for this CPU)",
     )
     p.add_argument(
         "--calibration-data",
@@ -181,8 +181,10 @@ def _jobs(
 
 
 def _per_ov_precision(job: Job, ov_precisions: list[str] | None) -> list[Job]:
-    """An OpenVINO job once per execution precision asked for (the artifact's own if none)."""
-    if job.runtime is not Runtime.OPENVINO or not ov_precisions:
+    """A job once per execution precision asked for, where its runtime takes one (the
+    artifact's own if none)."""
+    spec = spec_for_runtime(job.runtime)
+    if spec is None or not spec.execution_precisions or not ov_precisions:
         return [job]
     return [
         Job(job.name, job.input_chw, job.precision, job.artifact, dict(job.extra), job.skip, p)
@@ -191,12 +193,15 @@ def _per_ov_precision(job: Job, ov_precisions: list[str] | None) -> list[Job]:
 
 
 def _runner_options(job: Job, threads: int | None) -> dict[str, Any]:
-    """Each runtime as its users run it: ONNX Runtime with its default spinning (one runtime
-    runs at a time here); OpenVINO at the execution precision asked for, else the artifact's."""
+    """Each runtime as its users run it: with its defaults (thread spinning included: one
+    runtime runs at a time here), at the execution precision asked for, else as the artifact
+    needs (its spec's ``artifact_runner_options``)."""
     options: dict[str, Any] = {"threads": threads} if threads else {}
-    if job.runtime is Runtime.OPENVINO:
-        own = job.precision if job.precision in ("fp16", "bf16") else "fp32"
-        options["precision"] = job.ov_precision or own
+    spec = spec_for_runtime(job.runtime)
+    if spec is not None and spec.execution_precisions:
+        options |= spec.artifact_runner_options(job.precision, {})
+        if job.ov_precision:
+            options["precision"] = job.ov_precision
     return options
 
 
@@ -227,7 +232,7 @@ def _prepare(run: Run, job: Job) -> tuple[Any, dict[str, Any]]:
     out = run.tmp / f"{job.name}-{job.precision}"
     dynamic = (1, batch, batch) if batch > 1 else None  # so that every requested batch fits
     fixed = {}
-    if not spec_of(target).dynamic_batch:  # CoreML, LiteRT: the smallest batch; others skip
+    if not spec_of(target).dynamic_batch:  # a fixed-batch target: the smallest batch
         dynamic, fixed = None, {"batch": min(run.args.batch)}
     hw = tuple(job.input_chw[1:])  # verify=False: checking parity is `parity`'s job, not ours
     export(

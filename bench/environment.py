@@ -124,10 +124,9 @@ class PeakGemm:
     """GFLOP/s each runtime reaches on an ``size``x``size`` fp32 matmul with the bench's
     thread count; measured at most once per runtime per run.
 
-    torch: ``torch.matmul``; onnxruntime: a one-node MatMul ONNX on the CPU provider with
-    ONNX Runtime's default spinning (as the bench's runner); openvino: the same ONNX
-    compiled for CPU. Other runtimes (no CPU matmul reference) or those whose SDK is missing
-    get None, with the reason in ``errors``.
+    torch: ``torch.matmul``; the other runtimes: a one-node MatMul ONNX compiled for the CPU
+    as their runner would (``RuntimeSpec.cpu_matmul``). Runtimes without a CPU matmul
+    reference, or whose SDK is missing, get None, with the reason in ``errors``.
     """
 
     def __init__(self, threads: int | None, size: int = 2048, repeats: int = 5) -> None:
@@ -163,14 +162,16 @@ class PeakGemm:
         b = rng.standard_normal((n, n), dtype=np.float32)
         if runtime == "torch":
             return self._torch(a, b)
-        if runtime not in ("onnxruntime", "openvino"):
+        from partialnet.runtimes.registry import runtime_spec
+
+        opener = runtime_spec(runtime).cpu_matmul_opener()
+        if opener is None:
             raise NotImplementedError(f"no GEMM peak reference for {runtime}")
         with tempfile.TemporaryDirectory(prefix="partialnet-peak-") as tmp:
             path = Path(tmp) / "matmul.onnx"
             _matmul_onnx(path, n)
-            if runtime == "onnxruntime":
-                return self._onnxruntime(path, a, b)
-            return self._openvino(path, a, b)
+            matmul = opener(path, self.threads)
+            return _best_gflops(lambda: matmul(a, b), self.size, self.repeats)
 
     def _torch(self, a: np.ndarray, b: np.ndarray) -> float:
         import torch
@@ -184,22 +185,3 @@ class PeakGemm:
                 return _best_gflops(lambda: torch.matmul(ta, tb), self.size, self.repeats)
         finally:
             torch.set_num_threads(before)
-
-    def _onnxruntime(self, path: Path, a: np.ndarray, b: np.ndarray) -> float:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads or 0
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        return _best_gflops(lambda: sess.run(None, {"A": a, "B": b}), self.size, self.repeats)
-
-    def _openvino(self, path: Path, a: np.ndarray, b: np.ndarray) -> float:
-        import openvino as ov
-
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}  # as the runner forces
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
-        request = compiled.create_infer_request()
-        return _best_gflops(lambda: request.infer([a, b]), self.size, self.repeats)

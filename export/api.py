@@ -113,7 +113,7 @@ def export(
 
     ``features``: export the four stage maps (strides 4, 8, 16, 32) of a backbone instead of
     logits; each output is checked on its own. ``triton_repo``: also lay out a Triton model
-    repository of the placed onnx/openvino/trt artifacts (``partialnet.export.serving.triton``).
+    repository of the placed artifacts Triton serves (``partialnet.export.serving.triton``).
 
     ``eval_data`` (a labelled ImageFolder) and ``calibration_data`` (any image folder) are
     what the gate checks on (see ``partialnet.export.gate.inputs``); with labels every verified
@@ -128,7 +128,7 @@ def export(
     (``partialnet.export.int8_fallback``). ``precision="auto"`` (a selection, not an artifact
     precision) places per target the fastest candidate within ``max_drop``
     (``partialnet.export.auto``). ``own_runtime_only``: write only what each target's own
-    runtime runs (int8 ONNX without its TensorRT flavour).
+    runtime runs (int8 ONNX without the Q/DQ graphs other targets build from).
 
     Raises UsageError subclasses for bad input (nothing written), ExportFailure when an
     artifact could not be produced, ParityFailure when an artifact disagrees with the eager
@@ -290,8 +290,8 @@ def _build(target: Target, ctx: TargetContext, out_dir: Path) -> list[BuiltArtif
             raise KeyboardInterrupt from exc
         os_error = next((e for e in chain if isinstance(e, OSError) and e.errno), None)
         if os_error is None and disk_is_short(ctx.scratch, _weight_bytes(ctx)):
-            # SDK writers report a full disk their own way (OpenVINO: "basic_ios::clear:
-            # iostream error"); the free space says what they do not.
+            # SDK writers report a full disk their own way (an iostream error without an
+            # errno, say); the free space says what they do not.
             os_error = OSError(errno.ENOSPC, "No space left on device")
         if os_error is not None:
             raise ExportFailure(
@@ -329,8 +329,9 @@ def _verify(built: BuiltArtifact, ctx: TargetContext) -> dict[str, object]:
             f"{first}); nothing was placed for it"
         ) from exc
     record = result.to_dict()
-    # What the verdict was measured on: int8 kernels (VNNI or not) and OpenVINO's bf16 differ
-    # by CPU, so a pass holds for this ISA; another device re-checks with the reference.
+    # What the verdict was measured on: int8 kernels (VNNI or not) and a runtime's choice of
+    # bf16 differ by CPU, so a pass holds for this ISA; another device re-checks with the
+    # reference.
     record["machine"] = {"cpu": cpu_model(), "isa": isa_summary(), "flags": cpu_isa()}
     if simulated:  # the MIL interpreter: checks the program, not an Apple device's arithmetic
         record["status"] = "simulated"

@@ -1,10 +1,10 @@
 """``--precision auto``: per target, the fastest artifact that keeps accuracy on this CPU.
 
 Candidates are what the target's runtime can run faster on this CPU: fp32 always; an fp16
-artifact only where the runtime computes fp16 natively here (ONNX Runtime's x86 CPU provider
-runs fp16 behind casts, no faster than fp32; OpenVINO on a CPU without fp16 arithmetic runs
-an fp16 IR in f32 or bf16, which the next candidate covers); the fp32 artifact executed at a
-reduced precision the runtime computes natively here (OpenVINO's bf16 on AVX512_BF16/AMX
+artifact only where the runtime computes fp16 natively here (``RuntimeSpec.native_precisions``;
+without fp16 arithmetic a runtime runs an fp16 artifact in fp32 behind casts, or in the bf16
+the next candidate covers: no faster); the fp32 artifact executed at a reduced precision the
+runtime computes natively here and its runner can be asked for (bf16 on AVX512_BF16/AMX
 CPUs), judged by the fp16/bf16 rule against the fp32 artifact's outputs; int8 with the
 accuracy fallback (only with calibration images). Skipped candidates are listed in the
 record with the reason. With labels (``--eval-data``) a candidate must also keep top-1 within
@@ -13,7 +13,7 @@ record with the reason. With labels (``--eval-data``) a candidate must also keep
 Each artifact candidate is exported in a scratch directory inside the output directory, by
 the ordinary ``export()`` and so through its gate, one precision for all targets that want
 it (they share the ONNX, the images and the eager reference), and only what the target's
-own runtime runs (int8 ONNX without the TensorRT flavour).
+own runtime runs (int8 ONNX without the Q/DQ graphs other targets build from).
 
 Every candidate that passed is then timed alone, one after another (no torch, no other
 runtime running), at batch 1 with the runtime's default threading: the median of
@@ -50,14 +50,15 @@ from partialnet.export.options import (
     check_max_drop,
     parse_targets,
 )
-from partialnet.export.targets import spec_of
+from partialnet.export.targets import TARGETS, spec_of
 from partialnet.runtimes.registry import runtime_spec
 
 log = logging.getLogger(__name__)
 
-AUTO_TARGETS = (Target.ONNX, Target.OPENVINO)
+AUTO_TARGETS = tuple(spec.target for spec in TARGETS if spec.auto)
 WARMUP_RUNS = 10
 TIMED_RUNS = 50
+REDUCED = ("fp16", "bf16")  # reduced float precisions a runtime may compute natively
 ROUNDS = 3  # best median of 3 alternated rounds: a shared machine's load drifts meanwhile
 
 
@@ -71,7 +72,6 @@ class Candidate:
     directory: Path | None = None
     note: str = ""
     skipped: str = ""  # why it is no candidate on this CPU ('' when it was tried)
-    execution: str = "fp32"  # the precision its runner is asked to compute in
 
     def row(self) -> dict[str, Any]:
         out = {
@@ -98,9 +98,9 @@ class Plan:
 
 def plan_candidates(target: Target, with_int8: bool) -> Plan:
     """What ``target``'s runtime can run faster than fp32 on this CPU, and what it cannot."""
-    runtime = runtime_spec(spec_of(target).runtime)
-    native = runtime.native_precisions()
-    name = runtime.runtime.value
+    spec = spec_of(target)
+    native = runtime_spec(spec.runtime).native_precisions()
+    name = spec.runtime.value
     artifacts = [Precision.FP32]
     skipped: dict[str, str] = {}
     if "fp16" in native:
@@ -112,9 +112,11 @@ def plan_candidates(target: Target, with_int8: bool) -> Plan:
     else:
         skipped["int8"] = "no --calibration-data to calibrate on"
     have = {p.value for p in artifacts}
-    executions = tuple(p for p in runtime.execution_precisions if p in native and p not in have)
-    for p in runtime.execution_precisions:
-        if p not in native and p not in have and p not in skipped:
+    # The reduced float precisions its runner can execute the fp32 artifact at.
+    reduced = [p for p in spec.execution_precisions if p in REDUCED and p not in have]
+    executions = tuple(p for p in reduced if p in native)
+    for p in reduced:
+        if p not in native and p not in skipped:
             skipped[p] = f"{name} has no {p} arithmetic on this CPU"
     return Plan(tuple(artifacts), executions, skipped)
 
@@ -142,7 +144,7 @@ def check_auto_options(
     if others:
         raise UsageError(
             f"--precision auto times candidates on this machine, which it cannot do for "
-            f"{', '.join(others)}: use --target onnx,openvino, or a fixed --precision for "
+            f"{', '.join(others)}: use --target {_names(AUTO_TARGETS)}, or a fixed --precision for "
             f"{', '.join(others)}"
         )
     return chosen
@@ -336,7 +338,6 @@ def _candidates(
             _top1(record.parity),
             record=record,
             directory=sub,
-            execution="fp32" if precision is Precision.INT8 else precision.value,
         )
     return found
 
@@ -360,9 +361,9 @@ def _quiet_scratch_placement(sub: Path) -> Iterator[None]:
 
 
 def _primary(manifest: Manifest, target: Target) -> ArtifactRecord | None:
-    """The record auto may place for ``target`` (int8 ONNX: the ONNX Runtime flavour)."""
+    """The record auto may place for ``target``: the one its runtime runs."""
     records = [a for a in manifest.artifacts if a.target == target.value]
-    mine = [a for a in records if a.details.get("flavour", "onnxruntime") == "onnxruntime"]
+    mine = [a for a in records if spec_of(target).for_runtime(a.details)]
     return mine[0] if mine else None
 
 
@@ -398,7 +399,8 @@ def _execution_candidate(
     images, labels, dataset = _gate_images(fp32, source, variant, data)
     outs = {}
     for precision in ("fp32", execution):
-        with open_runner(spec_of(target).runtime, path, precision=precision) as runner:
+        options = spec_of(target).artifact_runner_options(precision, {})
+        with open_runner(spec_of(target).runtime, path, **options) as runner:
             outs[precision] = np.concatenate(
                 [runner.infer(images[i : i + 1]) for i in range(len(images))]
             )
@@ -413,9 +415,7 @@ def _execution_candidate(
     record.parity = {**result.to_dict(), "reference": "the fp32 artifact executed in fp32"}
     record.accuracy = result.accuracy
     record.details = {**record.details, "execution_precision": execution}
-    return Candidate(
-        execution, ok, top1, record=record, directory=fp32.directory, execution=execution
-    )
+    return Candidate(execution, ok, top1, record=record, directory=fp32.directory)
 
 
 def _gate_images(
@@ -445,16 +445,16 @@ def time_candidates(target: Target, candidates: list[Candidate]) -> list[float]:
     runtime's default threading; one runner runs at a time, each opened once."""
     from partialnet.runtimes import open_runner
 
-    runtime = runtime_spec(spec_of(target).runtime)
+    spec = spec_of(target)
     best = [float("inf")] * len(candidates)
     with contextlib.ExitStack() as stack:
         runners = []
         for c in candidates:
             assert c.record is not None and c.directory is not None
-            # Only a runner that executes at a chosen precision takes the option.
-            options = {"precision": c.execution} if runtime.execution_precisions else {}
+            # What the record says it runs as (the bf16 candidate: its fp32 IR in bf16).
+            options = spec.artifact_runner_options(c.record.precision, c.record.details)
             path = c.directory / c.record.path
-            runners.append(stack.enter_context(open_runner(runtime.runtime, path, **options)))
+            runners.append(stack.enter_context(open_runner(spec.runtime, path, **options)))
         for _ in range(ROUNDS):  # rounds alternate the candidates: the load drifts meanwhile
             for i, (c, runner) in enumerate(zip(candidates, runners, strict=True)):
                 ms = _median_ms(runner, c.record.input_shape)  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ from partialnet.export.options import (
     Precision,
     parse_targets,
 )
+from partialnet.export.serving.triton import served_names
 from partialnet.export.targets import TARGETS, TargetOption
 
 PROG = "partialnet-export"
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dynamic-batch",
         metavar="MIN:OPT:MAX",
         default=None,
-        help="dynamic batch axis with this range (ONNX, OpenVINO, TensorRT)",
+        help="dynamic batch axis with this range "
+        f"({', '.join(s.display for s in TARGETS if s.dynamic_batch)})",
     )
     out.add_argument(
         "--opset",
@@ -162,22 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--triton-repo",
         metavar="DIR",
         default=None,
-        help="also lay out a Triton model repository here: one model per onnx/openvino/trt "
-        "artifact, with config.pbtxt and 1/model.*",
+        help="also lay out a Triton model repository here: one model per "
+        f"{served_names('/', '/')} artifact, with config.pbtxt and 1/model.*",
     )
-    serve.add_argument(
-        "--triton-ov-threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="OpenVINO backend: inference threads (default: the backend's)",
-    )
-    serve.add_argument(
-        "--triton-ov-hint",
-        default="latency",
-        choices=["latency", "throughput"],
-        help="OpenVINO backend: performance hint",
-    )
+    for spec in TARGETS:  # the serving options of the targets' Triton backends
+        for option in spec.triton.options if spec.triton else ():
+            _add_target_option(serve, option)
     for spec in TARGETS:  # each target's own options, under its name
         if spec.options:
             group = p.add_argument_group(spec.display)
@@ -196,6 +188,7 @@ def _add_target_option(group: argparse._ArgumentGroup, option: TargetOption) -> 
         default=option.default,
         type=option.type,
         metavar=option.metavar,
+        choices=option.choices,
         help=option.help,
     )
 

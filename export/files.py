@@ -92,10 +92,10 @@ def place(staged: Path, final: Path) -> None:
     """Move a finished artifact (file or directory) from scratch to ``final`` on the same
     filesystem, replacing an earlier one only at the last moment.
 
-    A file is swapped by one atomic rename. A directory (an OpenVINO IR pair, an
-    .mlpackage) cannot be swapped atomically: the earlier one is renamed aside, the new one
-    renamed in, and the earlier one deleted only then, or renamed back if the second rename
-    fails. Readers may briefly see no directory, never a mix of the two.
+    A file is swapped by one atomic rename. A directory (a target whose artifact is one,
+    ``TargetSpec.directory``) cannot be swapped atomically: the earlier one is renamed aside,
+    the new one renamed in, and the earlier one deleted only then, or renamed back if the
+    second rename fails. Readers may briefly see no directory, never a mix of the two.
     """
     is_dir = staged.is_dir()
     check_destination(final, is_dir=is_dir)

@@ -1,6 +1,6 @@
 """What every artifact carries about itself: variant, input, preprocessing, precision,
-splits, weights and toolchain. One encoding for ONNX metadata_props and OpenVINO rt_info:
-strings as they are, every other value as JSON."""
+splits, weights and toolchain. One encoding for every format's string key-value metadata
+(ONNX metadata_props, an IR's rt_info): strings as they are, every other value as JSON."""
 
 from __future__ import annotations
 

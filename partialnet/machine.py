@@ -20,7 +20,8 @@ def cpu_model() -> str:
 
 
 # The instruction-set extensions that change what a runtime computes and how fast: VNNI for
-# int8 dot products, BF16/AMX for OpenVINO's default bf16, AVX512_FP16 for native fp16.
+# int8 dot products, BF16/AMX for bf16 (a CPU runtime's default where present), AVX512_FP16
+# for native fp16.
 ISA_FLAGS = (
     "avx2",
     "fma",

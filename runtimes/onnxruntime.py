@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,14 @@ from partialnet.errors import UsageError
 
 from . import base
 from .base import UNBOUNDED_BATCH, Runner, RunnerInfo, Runtime, RuntimeUnavailableError
+from .registry import RUNTIMES
 
-# Our provider name -> (ONNX Runtime's name, the device it runs on).
+# Our provider name -> (ONNX Runtime's name, the device it runs on): the CPU and CUDA ones,
+# then one per runtime whose backend ONNX Runtime also reaches (named after that runtime).
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider", "cpu"),
     "cuda": ("CUDAExecutionProvider", "cuda"),
-    "tensorrt": ("TensorrtExecutionProvider", "cuda"),
-    "openvino": ("OpenVINOExecutionProvider", "openvino"),
-    "coreml": ("CoreMLExecutionProvider", "apple"),
+    **{spec.runtime.value: spec.ort_provider for spec in RUNTIMES if spec.ort_provider},
 }
 
 
@@ -137,3 +138,15 @@ class OnnxRuntimeRunner(Runner):
                 "allow_spinning": self.allow_spinning,
             },
         )
+
+
+def cpu_matmul(path: Path, threads: int | None) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """The one-node MatMul ONNX at ``path`` (inputs A, B) on the CPU provider with ONNX
+    Runtime's default spinning (as the runner), called on two operands: the bench's GEMM
+    peak reference for this runtime."""
+    ort = base.import_sdk("onnxruntime", "onnx", "the ONNX Runtime runner")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or 0
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda a, b: session.run(None, {"A": a, "B": b})

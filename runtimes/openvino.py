@@ -3,6 +3,7 @@ ONNX model with OpenVINO on one physical device."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,7 @@ class OpenVINORunner(Runner):
         prop = self.compiled.get_property
         extra = {"hint": self.hint, "asked_precision": self.precision}
         # What this runner set, and what a plain compile_model on this device executes in.
+        extra["precision_setting"] = "INFERENCE_PRECISION_HINT"  # the knob, by its name
         extra["precision_hint"] = _PRECISION_HINTS[self.precision]
         extra["default_precision"] = self._default_precision
         extra["streams"] = prop("NUM_STREAMS")
@@ -152,3 +154,14 @@ def _device_default_precision(core: Any, device: str) -> str | None:
     except Exception:  # a plugin without the property (it is optional for devices)
         return None
     return _PRECISION_NAMES.get(name, name)
+
+
+def cpu_matmul(path: Path, threads: int | None) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """The one-node MatMul ONNX at ``path`` compiled for the CPU in f32 (as the runner forces
+    it), called on two operands: the bench's GEMM peak reference for this runtime."""
+    ov = base.import_sdk("openvino", "openvino", "the OpenVINO runner")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    return lambda a, b: request.infer([a, b])

@@ -55,26 +55,33 @@ class RuntimeSpec:
     reason: Callable[[], str | None]
     packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> dists
     controls_threads: bool = True  # False: takes ``threads`` for uniformity, ignores it
-    # The reduced float precisions ("fp16", "bf16") its runner's ``precision=`` option can
-    # execute an fp32 artifact at; () where the runner has no such option.
-    execution_precisions: tuple[str, ...] = ()
-    # "module:function" -> the reduced float precisions it computes natively on this CPU
-    # (faster than fp32, not fp32 behind casts); None: none anywhere we know of.
+    # ONNX Runtime's execution provider for the same backend and the device it runs on: the
+    # ONNX runner's ``provider=<runtime name>`` (None: ONNX Runtime has none).
+    ort_provider: tuple[str, str] | None = None
+    # "module:function" compiling a one-MatMul ONNX for the CPU as its runner would, relative
+    # to this package: the bench's GEMM peak reference (None: no CPU matmul to compare with).
+    cpu_matmul: str | None = None
+    # "module:function" -> the reduced float precisions ("fp16", "bf16") it computes natively
+    # on this CPU (faster than fp32, not fp32 behind casts); None: none anywhere we know of.
     native_arithmetic: str | None = None
 
     def runner_class(self) -> type[Runner]:
-        return self._resolve(self.runner)
+        return _resolve(self.runner)
+
+    def cpu_matmul_opener(self) -> Callable[..., Any] | None:
+        return _resolve(self.cpu_matmul) if self.cpu_matmul else None
 
     def native_precisions(self) -> frozenset[str]:
-        """The reduced float precisions this runtime computes natively here ({} if unsure)."""
+        """The reduced float precisions this runtime computes natively here (none if unsure)."""
         if self.native_arithmetic is None or self.reason() is not None:
             return frozenset()
-        return frozenset(self._resolve(self.native_arithmetic)())
+        return frozenset(_resolve(self.native_arithmetic)())
 
-    @staticmethod
-    def _resolve(ref: str) -> Any:
-        module, _, name = ref.partition(":")
-        return getattr(importlib.import_module(module, __package__), name)
+
+def _resolve(reference: str) -> Any:
+    """ "module:name", the module relative to this package, imported now."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module, __package__), name)
 
 
 RUNTIMES: tuple[RuntimeSpec, ...] = (
@@ -85,6 +92,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         ".onnxruntime:OnnxRuntimeRunner",
         lambda: _sdk_reason("onnxruntime", "onnx", "the ONNX Runtime runner"),
         {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")},
+        cpu_matmul=".onnxruntime:cpu_matmul",
         native_arithmetic=".onnxruntime:native_precisions",
     ),
     RuntimeSpec(
@@ -92,7 +100,8 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         ".openvino:OpenVINORunner",
         lambda: _sdk_reason("openvino", "openvino", "the OpenVINO runner"),
         {"openvino": ("openvino",)},
-        execution_precisions=("fp16", "bf16"),
+        ort_provider=("OpenVINOExecutionProvider", "openvino"),
+        cpu_matmul=".openvino:cpu_matmul",
         native_arithmetic=".openvino:native_precisions",
     ),
     RuntimeSpec(
@@ -104,6 +113,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
             "tensorrt-rtx": ("tensorrt-rtx-cu12-bindings",),
         },
         controls_threads=False,  # the GPU does the work
+        ort_provider=("TensorrtExecutionProvider", "cuda"),
     ),
     RuntimeSpec(
         Runtime.COREML,
@@ -111,6 +121,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         _coreml_reason,
         {"coremltools": ("coremltools",)},
         controls_threads=False,  # Core ML schedules its own threads
+        ort_provider=("CoreMLExecutionProvider", "apple"),
     ),
     RuntimeSpec(
         Runtime.LITERT,

@@ -76,7 +76,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {row['artifact']} | {row['runtime']} | {row['precision']} | {here} | "
             f"{row['gate']} | {same} | {_parity_text(row)} | {lat} | {ips or '-'} |"
         )
-    lines += _openvino_precision_lines(report["artifacts"])
+    lines += _execution_precision_lines(report["artifacts"])
     packages = env.get("packages") or {}
     versions = ", ".join(f"{k} {v}" for k, v in packages.items() if v)
     asked = (env.get("threads") or {}).get("requested")
@@ -91,29 +91,29 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _openvino_precision_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per OpenVINO artifact: the precision checked, the hint that set it, and what
-    a plain compile_model executes in on this device when that differs."""
+def _execution_precision_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per artifact whose runtime picks a precision by device: the precision
+    checked, the setting that chose it, and what a plain load executes in when that differs."""
     lines = []
     for row in rows:
-        p = row.get("openvino_precision")
+        p = row.get("execution_precision")
         if not p:
             continue
-        hint = p["runner_hint"]
+        hint, setting = p["runner_hint"], p["setting"] or "the runtime's precision setting"
         line = f"- {row['artifact']}: checked in {p['checked_in']} (" + (
-            f"INFERENCE_PRECISION_HINT={hint})" if hint else "no INFERENCE_PRECISION_HINT)"
+            f"{setting}={hint})" if hint else f"no {setting})"
         )
         default = p["plain_compile_default"]
         if p["plain_compile_checked"] is False:
             line += (
-                f"; a plain compile_model on this device executes in {default}, which this "
-                f"check did not judge: compile with INFERENCE_PRECISION_HINT="
-                f"{hint or p['checked_in']} (the IR cannot carry it)"
+                f"; a plain {row['runtime']} load on this device executes in {default}, which "
+                f"this check did not judge: set {setting}={hint or p['checked_in']} (the "
+                "artifact cannot carry it)"
             )
         elif default is not None:
-            line += f"; a plain compile_model on this device executes in {default} too"
+            line += f"; a plain {row['runtime']} load on this device executes in {default} too"
         lines.append(line)
-    return ["", "OpenVINO execution precision:", *lines] if lines else []
+    return ["", "Execution precision:", *lines] if lines else []
 
 
 def write_check_report(report: dict[str, Any], directory: Path) -> None:

@@ -21,7 +21,7 @@ from partialnet.export.gate.parity import (
 )
 from partialnet.export.gate.reference import Reference
 from partialnet.export.options import Precision
-from partialnet.export.targets import runtime_of
+from partialnet.export.targets import runtime_of, spec_of
 
 # The figures that must equal the gate's on the export machine (the rest is description).
 PARITY_FIGURES = (
@@ -50,18 +50,13 @@ EXECUTION_RULES = {"bf16": Precision.FP16.value}
 
 
 def runner_options(entry: dict[str, Any], threads: int | None) -> dict[str, Any]:
-    """The runner as the export gate opened it (OpenVINO at the artifact's own precision,
-    TensorRT with the recorded flavour), with this device's thread count."""
-    runtime = runtime_of(entry["target"])
+    """The runner as the export gate opened it (what its target's spec says the recorded
+    artifact needs: an execution precision, an SDK flavour), with this device's threads."""
     options: dict[str, Any] = {"threads": threads} if threads else {}
-    if runtime == "openvino":
-        own = entry.get("precision")
-        # bf16: the fp32 IR executed in bf16, as --precision auto chose it.
-        options["precision"] = own if own in ("fp16", "bf16") else "fp32"
-    details = entry.get("details") or {}
-    if runtime == "tensorrt" and details.get("flavour"):
-        options["flavour"] = details["flavour"]
-    return options
+    spec = spec_of(entry["target"])
+    return options | spec.artifact_runner_options(
+        str(entry.get("precision")), entry.get("details") or {}
+    )
 
 
 def timing_batches(entry: dict[str, Any], batch_range: tuple[int, int]) -> list[int]:
@@ -119,8 +114,8 @@ def check_artifact(
             runner=info.to_dict(),
             computed_in=info.precision,
         )
-        if runtime == "openvino":
-            row["openvino_precision"] = openvino_precision(info.precision, info.extra)
+        if "default_precision" in info.extra:  # a runtime that picks a precision by device
+            row["execution_precision"] = execution_precision(info.precision, info.extra)
         if simulated:  # a numpy interpreter's speed says nothing about an Apple device
             row["timing_skipped"] = "simulated CoreML (MIL interpreter): no device latency"
             return row
@@ -153,15 +148,17 @@ def check_artifact(
     return row
 
 
-def openvino_precision(checked_in: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """What this check executed the IR in, the INFERENCE_PRECISION_HINT the runner set for
-    it, and what a plain ``compile_model(path, device)`` executes in on this device. The IR
-    cannot carry its precision (OpenVINO ignores INFERENCE_PRECISION_HINT in its rt_info, see
-    partialnet.runtimes.openvino), so on a bf16 CPU a user who sets no hint runs an fp32 IR
-    in bf16: a precision this check did not judge, and the report says so."""
+def execution_precision(checked_in: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """For a runtime that picks its execution precision by device when not told (its runner
+    reports ``default_precision``): what this check executed the artifact in, the setting the
+    runner used for it, and what a plain load executes in on this device. Such an artifact
+    cannot carry its precision (the runner module says why), so on a bf16 CPU a user who
+    sets nothing runs an fp32 artifact in bf16: a precision this check did not judge, and
+    the report says so."""
     default = extra.get("default_precision")
     return {
         "checked_in": checked_in,
+        "setting": extra.get("precision_setting"),
         "runner_hint": extra.get("precision_hint"),
         "plain_compile_default": default,
         "plain_compile_checked": None if default is None else default == checked_in,

@@ -5,7 +5,7 @@
         [--emulate-cpu QEMU_CPU] [--openvino-max-isa avx2] [--skip-speed]
 
 1. t1, 224 px, batch 1: int8 / fp32 latency on the same runtime (goals: OpenVINO <= 0.5,
-   ONNX Runtime <= 0.7), for both Q/DQ flavours on ONNX Runtime, with the quantizers' time.
+   ONNX Runtime <= 0.7), for every Q/DQ flavour on ONNX Runtime, with the quantizers' time.
 2. ONNX Runtime fp32 (its default thread spinning) vs OpenVINO fp32 (goal <= 1.1x).
 3. Our inference form vs the eager model exported directly, per runtime (goal <= 1.0x).
 4. With a trained digits checkpoint (``--digits``, default tests/fixtures/digits_t0_64.ckpt
@@ -97,7 +97,7 @@ def calibration_images(n: int, size: int, mean, std, seed: int = 0) -> tuple[np.
 def build(
     model: torch.nn.Module, out: Path, size: int, calib: np.ndarray, opset: int = 18
 ) -> dict[str, Path]:
-    """fp32 ONNX + IR (our inference form), the eager direct export, both Q/DQ flavours and
+    """fp32 ONNX + IR (our inference form), the eager direct export, every Q/DQ flavour and
     the NNCF IR; prints how long each quantizer took."""
     manifest = export(
         model, targets="onnx,openvino", output_dir=out, imgsz=size, verify=False, opset=opset
@@ -124,12 +124,15 @@ def _verdict(ratio: float, goal: float) -> str:
     return "met" if ratio <= goal else f"MISSED by {ratio / goal:.2f}x"
 
 
+def _flavour_label(flavour: QdqFlavour) -> str:
+    return f"int8 ({flavour.value} flavour)"
+
+
 def goal_int8_speed(paths: dict[str, Path], args: argparse.Namespace, variant: str) -> None:
     ort = best_p50(
         {
             "fp32": ("onnxruntime", paths["onnx"]),
-            "int8 (onnxruntime flavour)": ("onnxruntime", paths["qdq-onnxruntime"]),
-            "int8 (tensorrt flavour)": ("onnxruntime", paths["qdq-tensorrt"]),
+            **{_flavour_label(f): ("onnxruntime", paths[f"qdq-{f.value}"]) for f in QdqFlavour},
         },
         1,
         args.threads,
@@ -153,7 +156,7 @@ def goal_int8_speed(paths: dict[str, Path], args: argparse.Namespace, variant: s
     )
     if args.openvino_max_isa:
         capped_speed(paths, args)
-    for name in ("int8 (onnxruntime flavour)", "int8 (tensorrt flavour)"):
+    for name in map(_flavour_label, QdqFlavour):
         ratio = ort[name] / ort["fp32"]
         print(
             f"   onnxruntime  fp32 {ort['fp32']:.2f} ms, {name} {ort[name]:.2f} ms: "
@@ -295,10 +298,11 @@ def goal_digits(
     paths = build(model, tmp / "digits", model.cfg.meta.input_size[0], calib, opset)
     paths["qdq-onnxruntime-8bit"] = tmp / "digits" / "int8-onnxruntime-8bit.onnx"
     quantize_onnx(paths["onnx"], paths["qdq-onnxruntime-8bit"], [calib], reduce_range=False)
+    others = [f for f in QdqFlavour if f is not QdqFlavour.ONNXRUNTIME]
     pairs = (
         ("onnxruntime", "onnx", "qdq-onnxruntime"),
         ("onnxruntime", "onnx", "qdq-onnxruntime-8bit"),
-        ("onnxruntime", "onnx", "qdq-tensorrt"),
+        *(("onnxruntime", "onnx", f"qdq-{f.value}") for f in others),
         ("openvino", "openvino", "nncf"),
     )
     for runtime, fp32_key, int8_key in pairs:

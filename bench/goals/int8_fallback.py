@@ -3,10 +3,10 @@
     python -m partialnet.bench.goals.int8_fallback [--data DIR] [--skip-auto]
 
 1. The trained digits t0 (64 px) made int8-hostile (``partialnet.bench.data.outliers``): plain
-   int8 top-1, then with the fallback, per artifact (ONNX Runtime and TensorRT Q/DQ flavours,
-   OpenVINO), the layers returned to float, the quantized fraction (goal >= 60%) and the
+   int8 top-1, then with the fallback, per artifact of the CPU targets (every Q/DQ flavour,
+   the IR), the layers returned to float, the quantized fraction (goal >= 60%) and the
    search time (goal < 3 min for t0 at 64 px on 2 cores); goal: within 1 point of fp32.
-2. ``--precision auto --max-drop 1`` on the digits model for onnx,openvino: judged on one half
+2. ``--precision auto --max-drop 1`` on the digits model for auto's targets: judged on one half
    of the val digits, then the chosen artifact evaluated on the other half (independent of
    the choice); its latency against fp32's (goal: no slower) and the wall time of auto
    against the slowest single-precision export (goal: at most 2x).
@@ -30,10 +30,16 @@ import torch
 
 import partialnet
 from partialnet.bench.data.outliers import amplify_channels
+from partialnet.bench.goals.fp32 import CPU_TARGETS as CPU_TARGET_OF
 from partialnet.bench.goals.int8 import DEFAULT_DIGITS
 from partialnet.export import export
+from partialnet.export.auto import AUTO_TARGETS
 from partialnet.export.errors import ParityFailure
+from partialnet.export.targets import runtime_of, spec_of
 from partialnet.machine import cpu_model, isa_summary
+
+CPU_TARGETS = ",".join(CPU_TARGET_OF.values())  # the targets whose runtimes run on any CPU
+AUTO = ",".join(target.value for target in AUTO_TARGETS)  # those auto chooses for
 
 
 def _digits(root: Path) -> tuple[Path, Path, Path, Path]:
@@ -65,7 +71,7 @@ def fallback_goal(ckpt: Path, train: Path, val: Path, out: Path, targets: str) -
     print(f"fallback export {targets}: {total:.0f} s wall")
     for r in manifest.artifacts:
         fb, acc = r.details.get("fallback"), r.accuracy
-        if fb is None:  # weights-only int8 (CoreML W8): kept the rule without a search
+        if fb is None:  # weights-only int8: kept the rule without a search
             print(
                 f"{r.path}: plain int8 top-1 {acc['top1']:.2%} (eager fp32 "
                 f"{acc['reference_top1']:.2%}), min per-image cosine "
@@ -91,7 +97,7 @@ def auto_goal(ckpt: Path, train: Path, judge: Path, independent: Path, out: Path
         with contextlib.suppress(ParityFailure):  # a failed candidate still took its time
             export(
                 model,
-                targets="onnx,openvino",
+                targets=AUTO,
                 precision=precision,
                 output_dir=out / precision,
                 eval_data=judge,
@@ -102,7 +108,7 @@ def auto_goal(ckpt: Path, train: Path, judge: Path, independent: Path, out: Path
     started = time.perf_counter()
     manifest = export(
         model,
-        targets="onnx,openvino",
+        targets=AUTO,
         precision="auto",
         output_dir=out / "auto",
         eval_data=judge,
@@ -124,13 +130,9 @@ def auto_goal(ckpt: Path, train: Path, judge: Path, independent: Path, out: Path
             f"{'pass' if c['passed'] else 'fail'}"
             for c in sel["candidates"]
         )
-        runtime = "onnxruntime" if r.target == "onnx" else "openvino"
-        options = (
-            {"precision": r.precision if r.precision in ("fp16", "bf16") else "fp32"}
-            if runtime == "openvino"
-            else {}
-        )
-        with open_runner(runtime, out / "auto" / r.path, **options) as runner:
+        # Opened as the export's gate opened it (an execution precision: bf16 is auto's pick).
+        options = spec_of(r.target).artifact_runner_options(r.precision, r.details)
+        with open_runner(runtime_of(r.target), out / "auto" / r.path, **options) as runner:
             logits = np.concatenate(
                 [runner.infer(check.inputs[i : i + 1]) for i in range(len(check.inputs))]
             )
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-fallback", action="store_true")
     p.add_argument(
         "--fallback-targets",
-        default="onnx,openvino",
-        help="targets of the fallback goal (add coreml for its weights-only int8)",
+        default=CPU_TARGETS,
+        help="targets of the fallback goal (add a weights-only int8 target to see if it needs one)",
     )
     args = p.parse_args(argv)
     torch.set_num_threads(1)

@@ -1,5 +1,5 @@
 """The goal scripts' timing: one runner's p50, and the best p50 of sides measured in
-alternation. Torch-free, so a subprocess that must not load torch (openvino_isa's worker)
+alternation. Torch-free, so a subprocess that must not load torch (the capped-ISA worker)
 times exactly as the goal scripts do."""
 
 from __future__ import annotations

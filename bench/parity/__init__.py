@@ -4,9 +4,9 @@ The reference is the eager (training-form) model in fp32 on the export gate's se
 (``partialnet.export.gate.parity.seeded_batches``), computed once per variant and shared by all
 of its cells; each cell is judged by the gate's own ``compare`` and tolerances. ``torch``
 runs the inference form (``reparameterize``, plus ``to_fp16`` for fp16) through the torch
-runner; ``onnxruntime``/``openvino`` run the artifacts of one ``export(targets="onnx,openvino",
-verify=False)`` per variant and precision; the other targets' runtimes (those not
-``parity_default`` in their spec) are exported only when asked for and able to run here.
+runner; the runtimes of the ``parity_default`` targets (those that run on any CPU) run the
+artifacts of one ``export(targets=<those targets>, verify=False)`` per variant and precision;
+the other targets' runtimes are exported only when asked for and able to run here.
 ``--artifacts DIR`` checks every artifact its manifests list, each with its target's runtime
 (``--runtimes`` narrows it). A runtime that cannot run here gives an ``unavailable`` cell
 with the reason, never a number that was not measured; any other exception gives an
@@ -24,8 +24,8 @@ at ~22 CPU-minutes): each of the 12 dynamo ONNX exports is single-threaded Pytho
 so they run in one background process while this one computes; nothing waits for them
 once the largest variant goes first. The slowest cells are torch fp16: without native fp16
 convolution PyTorch runs its reference kernel (PartialNet-L: ~3 s an image even in
-channels_last, which is the same arithmetic 3-4x faster than NCHW there). ONNX Runtime and
-OpenVINO take about as long at fp16 as at fp32 (OpenVINO reports computing fp16 IR in f32).
+channels_last, which is the same arithmetic 3-4x faster than NCHW there). The CPU runtimes
+take about as long at fp16 as at fp32 (without native fp16 they compute in f32 and say so).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import partialnet
-from partialnet.bench.args import UsageParser, comma_choices
+from partialnet.bench.args import UsageParser, comma_choices, execution_precisions
 from partialnet.bench.environment import collect_environment
 from partialnet.bench.parity.cells import Progress, run_source
 from partialnet.bench.parity.export import Exporter
@@ -63,7 +63,7 @@ PRECISIONS = tuple(p.value for p in ARTIFACT_PRECISIONS)
 DEFAULT_PRECISIONS = tuple(
     p.value for p, s in PRECISIONS_SPECS.items() if not (s.needs_calibration or s.selection)
 )
-OV_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+OV_PRECISIONS, EXECUTING = execution_precisions()  # --ov-precision: choices, runtimes
 
 
 def _positive(text: str) -> int:
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ov-precision",
         choices=OV_PRECISIONS,
         default=None,
-        help="OpenVINO execution precision (default: the artifact's own, f32 for fp32 and int8)",
+        help=f"{EXECUTING} execution precision (default: the artifact's own, f32 for fp32 and "
+        "int8)",
     )
     add(
         "--images",

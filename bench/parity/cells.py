@@ -23,7 +23,7 @@ from partialnet.export.gate import parity as gate
 from partialnet.export.options import Precision, needs_calibration
 from partialnet.export.targets import spec_for_runtime, target_of
 from partialnet.outputs import name_outputs
-from partialnet.runtimes import Runtime, RuntimeUnavailableError, open_runner
+from partialnet.runtimes import RuntimeUnavailableError, open_runner
 from partialnet.runtimes.registry import runtime_spec
 
 PROG = "partialnet-bench parity"
@@ -85,15 +85,16 @@ def _runner_options(
     runtime: str, precision: str, threads: int | None, ov_precision: str | None = None
 ) -> dict[str, Any]:
     """The options the export gate opens the runtime with (the target spec's), the torch
-    runner's precision, an asked OpenVINO execution precision and the thread count."""
+    runner's precision, an execution precision asked of a runtime that takes one
+    (``TargetSpec.execution_precisions``) and the thread count."""
     options: dict[str, Any] = {}
     spec = spec_for_runtime(runtime)
     if spec is None:  # torch
         options["precision"] = precision
     else:
         options |= spec.runner_options(Precision(precision))
-    if ov_precision is not None and runtime == Runtime.OPENVINO.value:
-        options["precision"] = ov_precision  # else the artifact's own (bf16 is OpenVINO's pick)
+    if ov_precision is not None and spec is not None and spec.execution_precisions:
+        options["precision"] = ov_precision  # else the artifact's own ("auto": the runtime's)
     if threads and runtime_spec(runtime).controls_threads:
         options["threads"] = threads
     return options
@@ -155,7 +156,7 @@ def run_cell(
         why = "; ".join(result.failed_rules)
         computed = info.precision
         if computed != base.precision and not (base.precision == "int8" and computed == "fp32"):
-            # e.g. an fp16 IR that OpenVINO ran in bf16 or f32
+            # e.g. an fp16 artifact the runtime ran in bf16 or f32
             note = "; ".join(filter(None, [note, f"the runtime computed in {computed}"]))
         cell.reason = "; ".join(r for r in (why, note) if r) or None
     cell.seconds = round(time.perf_counter() - started, 2)

@@ -79,7 +79,7 @@ def export_job(
             continue
         for record in manifest.artifacts:
             if not spec_of(record.target).for_runtime(record.details):
-                continue  # int8: the ONNX Runtime cell checks the ONNX Runtime flavour
+                continue  # int8: another target's Q/DQ graph, not this runtime's to check
             if record.precision == precision and record.target in targets:
                 found[record.target] = str(Path(out_dir) / record.path)
         found |= {

@@ -117,7 +117,7 @@ def _artifact_sources(args: argparse.Namespace) -> list[Source]:
         paths = [resolve_artifact(directory, r, i) for i, r in enumerate(manifest.artifacts)]
         for record, path in zip(manifest.artifacts, paths, strict=True):
             runtime = runtime_of(record.target)  # None: a target this install does not know
-            # int8: the ONNX Runtime cell checks the ONNX Runtime flavour (for_runtime)
+            # int8: a runtime's cell checks its own Q/DQ flavour only (for_runtime)
             if runtime is not None and spec_of(record.target).for_runtime(record.details):
                 source.given[(runtime, record.precision)] = path
                 if sha256_path(path) != record.sha256:

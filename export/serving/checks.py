@@ -32,10 +32,11 @@ def check_serving_options(
         )
     if triton_repo is None:
         return
-    served = {Target.ONNX, Target.OPENVINO, Target.TRT} & set(opts.targets)
-    if not served:
+    from partialnet.export.serving.triton import served_names, served_targets
+
+    if not set(served_targets()) & set(opts.targets):
         raise UsageError(
-            "--triton-repo serves onnx, openvino and trt artifacts: add one of them to --target"
+            f"--triton-repo serves {served_names()} artifacts: add one of them to --target"
         )
     if opts.dynamic_batch is not None and opts.dynamic_batch[0] != 1:
         raise UsageError(
@@ -55,24 +56,22 @@ def write_triton(
     ov_threads: int | None,
     ov_hint: str,
 ) -> None:
-    """A Triton model per placed onnx/openvino/trt artifact (engines: I/O from their ONNX)."""
+    """A Triton model per placed artifact of a served target (an artifact that cannot be
+    inspected here: I/O from the ONNX it was built from)."""
     from partialnet.export.manifest import resolve_artifact
     from partialnet.export.serving.triton import write_triton_repository
-    from partialnet.export.targets.openvino.convert import ir_xml
 
     items = []
     for artifact, passed in built:
-        target = artifact.target
-        if not passed or target not in (Target.ONNX, Target.OPENVINO, Target.TRT):
+        target, spec = artifact.target, spec_of(artifact.target)
+        if not passed or spec.triton is None:
             continue
-        if not spec_of(target).for_runtime(artifact.details):
-            continue  # int8: Triton's ONNX Runtime serves the ONNX Runtime flavour
+        if not spec.for_runtime(artifact.details):
+            continue  # an intermediate for another target (int8: a second Q/DQ flavour)
         # The placed artifact, proved inside the output directory like every reader's.
         path = resolve_artifact(out_dir, {"target": target.value, "path": artifact.name})
         details = dict(artifact.details)
-        if target is Target.OPENVINO:
-            path = ir_xml(path)
-        if target is Target.TRT:  # the ONNX it was built from: placed, or still in scratch
+        if spec.triton.io_from_source:  # the ONNX it was built from: placed, or in scratch
             onnx_path = ctx.onnx()[0]
             placed = out_dir / ctx.artifact_name(Target.ONNX)
             details["onnx"] = str(onnx_path if onnx_path.exists() else placed)

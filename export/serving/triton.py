@@ -1,18 +1,16 @@
 """A Triton Inference Server model repository around exported artifacts.
 
-One Triton model per target, named ``<model>_<target>`` (``_onnx``, ``_openvino``,
-``_trt``), each laid out as Triton expects::
+One Triton model per served artifact, named ``<model>_<target>``: the targets served are
+those whose spec declares a ``TritonBackend`` (``partialnet.export.serving.backend``), which
+gives the config's platform or backend, the file's name in the version directory and how
+the artifact's inputs and outputs are read. Each model is laid out as Triton expects::
 
-    <repo>/<model>_onnx/config.pbtxt       platform onnxruntime_onnx
-    <repo>/<model>_onnx/1/model.onnx
-    <repo>/<model>_openvino/config.pbtxt   backend openvino
-    <repo>/<model>_openvino/1/model.xml, model.bin
-    <repo>/<model>_trt/config.pbtxt        platform tensorrt_plan
-    <repo>/<model>_trt/1/model.plan
+    <repo>/<model>_<target>/config.pbtxt
+    <repo>/<model>_<target>/1/model.<ext>   (and the files that travel with it)
 
 Configs are Triton's own ``ModelConfig`` protobuf (from ``tritonclient[grpc]``) written in
-protobuf text format. Input/output names, types and dims are read from the artifact itself
-(a TensorRT engine cannot be opened without a GPU, so from the ONNX it was built from).
+protobuf text format. Input/output names, types and dims are read from the artifact itself,
+or from the ONNX it was built from where the artifact cannot be opened here.
 Each model directory is written beside its final name and renamed into place.
 """
 
@@ -31,51 +29,52 @@ from partialnet.errors import UsageError
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_dir, check_destination
 from partialnet.export.options import Target
+from partialnet.export.serving.backend import IO, TensorSpec, TritonBackend
+from partialnet.export.targets import TARGETS, spec_of
 from partialnet.runtimes.base import import_sdk
 
 CONFIG_NAME = "config.pbtxt"
 VERSION = "1"
-OV_HINTS = ("latency", "throughput")
-
-# target -> (config field, its value, file name in the version directory, instance kind)
-_LAYOUT: dict[Target, tuple[str, str, str, str]] = {
-    Target.ONNX: ("platform", "onnxruntime_onnx", "model.onnx", "KIND_CPU"),
-    Target.OPENVINO: ("backend", "openvino", "model.xml", "KIND_CPU"),
-    Target.TRT: ("platform", "tensorrt_plan", "model.plan", "KIND_GPU"),
-}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-# ONNX TensorProto element type names and OpenVINO element type names -> Triton DataType.
-_ONNX_TYPES = {
-    "FLOAT": "TYPE_FP32",
-    "FLOAT16": "TYPE_FP16",
-    "BFLOAT16": "TYPE_BF16",
-    "DOUBLE": "TYPE_FP64",
-    "INT32": "TYPE_INT32",
-    "INT64": "TYPE_INT64",
-    "UINT8": "TYPE_UINT8",
-    "INT8": "TYPE_INT8",
-    "BOOL": "TYPE_BOOL",
-}
-_OV_TYPES = {
-    "f32": "TYPE_FP32",
-    "f16": "TYPE_FP16",
-    "bf16": "TYPE_BF16",
-    "f64": "TYPE_FP64",
-    "i32": "TYPE_INT32",
-    "i64": "TYPE_INT64",
-    "u8": "TYPE_UINT8",
-    "i8": "TYPE_INT8",
-    "boolean": "TYPE_BOOL",
-}
-
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "TensorSpec",
+    "TritonArtifact",
+    "config_text",
+    "model_config",
+    "read_config",
+    "read_io",
+    "served_targets",
+    "triton_model_name",
+    "write_triton_repository",
+]
+
+
+def served_targets() -> tuple[Target, ...]:
+    """The targets Triton serves, in export order."""
+    return tuple(spec.target for spec in TARGETS if spec.triton is not None)
+
+
+def served_names(sep: str = ", ", last: str = " and ") -> str:
+    """'a, b and c': the served targets' names, for messages and help."""
+    names = [t.value for t in served_targets()]
+    return sep.join(names[:-1]) + last + names[-1] if len(names) > 1 else "".join(names)
+
+
+def _backend(target: Target) -> TritonBackend:
+    backend = spec_of(target).triton
+    if backend is None:
+        raise UsageError(f"Triton serves {served_names()} artifacts, not {target.value}")
+    return backend
 
 
 @dataclass(frozen=True)
 class TritonArtifact:
-    """One exported file to serve. For ``Target.TRT``, ``source_onnx`` is the ONNX the
-    engine was built from (its I/O) and ``details`` the ``build_engine`` facts."""
+    """One exported file to serve. ``source_onnx`` is the ONNX the artifact was built from,
+    read for its I/O where the artifact itself cannot be opened here (an engine), and
+    ``details`` the builder's facts."""
 
     target: Target
     path: Path
@@ -84,27 +83,19 @@ class TritonArtifact:
 
     @classmethod
     def of(cls, item: TritonArtifact | tuple[Target | str, Path | str, Mapping[str, Any]]):
-        """An artifact from ``(target, path, details)`` as the export records it; a TensorRT
-        engine's source ONNX is ``details["onnx"]`` (what ``build_engine`` reports)."""
+        """An artifact from ``(target, path, details)`` as the export records it: the file
+        the backend loads, and the source ONNX from ``details["onnx"]`` where the backend
+        reads the I/O from it (what the builder reports)."""
         if isinstance(item, TritonArtifact):
             return item
         target, path, details = item
         target = Target(target)
-        if target is Target.OPENVINO and Path(path).is_dir():  # an IR directory: its .xml
-            from partialnet.export.targets.openvino.convert import ir_xml
-
-            path = ir_xml(Path(path))
-        source = details.get("onnx") if target is Target.TRT else None
-        return cls(target, Path(path), Path(source) if source else None, dict(details))
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """An input or output as Triton sees it; ``-1`` marks a dynamic dimension."""
-
-    name: str
-    data_type: str  # a Triton DataType name, e.g. "TYPE_FP32"
-    shape: tuple[int, ...]
+        backend = spec_of(target).triton
+        if backend is None:  # refused when the repository is written
+            return cls(target, Path(path), None, dict(details))
+        path = backend.model_file(Path(path))
+        source = details.get("onnx") if backend.io_from_source else None
+        return cls(target, path, Path(source) if source else None, dict(details))
 
 
 def _model_config_pb2() -> Any:
@@ -112,52 +103,17 @@ def _model_config_pb2() -> Any:
     return import_sdk("tritonclient.grpc.model_config_pb2", "triton", purpose)
 
 
-def _onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    onnx = import_sdk("onnx", "onnx", "reading an ONNX model's inputs")
-    graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {t.name for t in graph.initializer}
-
-    def spec(value: Any) -> TensorSpec:
-        tensor = value.type.tensor_type
-        kind = onnx.TensorProto.DataType.Name(tensor.elem_type)
-        dtype = _ONNX_TYPES.get(kind)
-        if dtype is None:
-            raise ExportFailure(f"{path.name}: {value.name} has ONNX type {kind}, not servable")
-        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
-        return TensorSpec(value.name, dtype, dims)
-
-    inputs = [spec(v) for v in graph.input if v.name not in weights]
-    return inputs, [spec(v) for v in graph.output]
-
-
-def _openvino_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    ov = import_sdk("openvino", "openvino", "reading an IR's inputs")
-    model = ov.Core().read_model(str(path))
-
-    def spec(port: Any) -> TensorSpec:
-        kind = port.get_element_type().get_type_name()
-        if kind not in _OV_TYPES:
-            raise ExportFailure(f"{path.name}: {port.get_any_name()} has OpenVINO type {kind}")
-        dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
-        return TensorSpec(port.get_any_name(), _OV_TYPES[kind], dims)
-
-    return [spec(p) for p in model.inputs], [spec(p) for p in model.outputs]
-
-
-def read_io(artifact: TritonArtifact) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of the artifact, read from the file (TensorRT: its source ONNX)."""
-    if artifact.target is Target.ONNX:
-        return _onnx_io(artifact.path)
-    if artifact.target is Target.OPENVINO:
-        return _openvino_io(artifact.path)
-    if artifact.target is Target.TRT:
-        if artifact.source_onnx is None or not Path(artifact.source_onnx).is_file():
-            raise UsageError(
-                f"the Triton config of {artifact.path.name} needs the ONNX it was built from "
-                "(an engine cannot be inspected without a GPU): pass source_onnx"
-            )
-        return _onnx_io(Path(artifact.source_onnx))
-    raise UsageError(f"Triton serves onnx, openvino and trt artifacts, not {artifact.target.value}")
+def read_io(artifact: TritonArtifact) -> IO:
+    """Inputs and outputs of the artifact, read from the file (or from its source ONNX)."""
+    backend = _backend(artifact.target)
+    if backend.io_from_source is None:
+        return backend.read_io(artifact.path)
+    if artifact.source_onnx is None or not Path(artifact.source_onnx).is_file():
+        raise UsageError(
+            f"the Triton config of {artifact.path.name} needs the ONNX it was built from "
+            f"({backend.io_from_source}): pass source_onnx"
+        )
+    return backend.read_io(Path(artifact.source_onnx))
 
 
 def _check_batching(
@@ -178,12 +134,7 @@ def _check_batching(
             f"{artifact.path.name} has a fixed batch dimension on {', '.join(static)} but a "
             "dynamic batch was asked for: export it with --dynamic-batch"
         )
-    profile = artifact.details.get("batch_range")
-    if artifact.target is Target.TRT and profile and int(profile[-1]) < hi:
-        raise ExportFailure(
-            f"{artifact.path.name} was built for batches up to {profile[-1]}, not {hi}: "
-            "rebuild the engine with the same --dynamic-batch"
-        )
+    _backend(artifact.target).check_batch(artifact.path.name, artifact.details, hi)
 
 
 def model_config(
@@ -200,19 +151,20 @@ def model_config(
     With ``dynamic_batch`` (min, opt, max): ``max_batch_size`` = max, dims without the batch
     dimension, dynamic batching preferring ``opt``. Without: ``max_batch_size`` 0 and the
     artifact's full dims. ``preprocessing`` goes to ``parameters`` as
-    ``preprocessing.<key>`` (JSON for non-strings); the OpenVINO backend gets its
-    ``PERFORMANCE_HINT`` and, when given, ``INFERENCE_NUM_THREADS``.
+    ``preprocessing.<key>`` (JSON for non-strings); the serving options (``ov_threads``,
+    ``ov_hint``) are checked whatever the artifact, and become parameters of the backend
+    that takes them (``TritonBackend.parameters``).
     """
     pb = _model_config_pb2()
-    if ov_hint not in OV_HINTS:
-        raise UsageError(f"ov_hint={ov_hint!r} is not one of: {', '.join(OV_HINTS)}")
-    if ov_threads is not None and (not isinstance(ov_threads, int) or ov_threads < 1):
-        raise UsageError(f"ov_threads must be a positive integer or None, got {ov_threads!r}")
+    options = {"ov_threads": ov_threads, "ov_hint": ov_hint}
+    for spec in TARGETS:
+        if spec.triton is not None and spec.triton.check_options is not None:
+            spec.triton.check_options(options)
     inputs, outputs = read_io(artifact)
     _check_batching(artifact, inputs, dynamic_batch)
-    kind_field, kind_value, _, instance_kind = _LAYOUT[artifact.target]
+    backend = _backend(artifact.target)
     config = pb.ModelConfig(name=name, max_batch_size=dynamic_batch[2] if dynamic_batch else 0)
-    setattr(config, kind_field, kind_value)
+    setattr(config, backend.config_field, backend.config_value)
     cut = 1 if dynamic_batch else 0  # Triton adds the batch dimension itself when batching
     for spec in inputs:
         config.input.add(
@@ -227,16 +179,10 @@ def model_config(
         config.dynamic_batching.SetInParent()
         if 1 < opt <= dynamic_batch[2]:
             config.dynamic_batching.preferred_batch_size.append(opt)
-    config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(instance_kind), count=1)
-    params = {f"preprocessing.{k}": v for k, v in (preprocessing or {}).items()}
-    if artifact.target is Target.OPENVINO:
-        params["PERFORMANCE_HINT"] = ov_hint.upper()
-        if ov_threads is not None:
-            params["INFERENCE_NUM_THREADS"] = str(ov_threads)
-    if artifact.target is Target.TRT and artifact.details.get("flavour"):
-        params["tensorrt.flavour"] = artifact.details["flavour"]
-        if artifact.details.get("compute_capability"):
-            params["tensorrt.compute_capability"] = artifact.details["compute_capability"]
+    kind = pb.ModelInstanceGroup.Kind.Value(backend.instance_kind)
+    config.instance_group.add(kind=kind, count=1)
+    params: dict[str, Any] = {f"preprocessing.{k}": v for k, v in (preprocessing or {}).items()}
+    params |= backend.parameters(artifact.details, options)
     for key, value in params.items():
         text = value if isinstance(value, str) else json.dumps(value)
         config.parameters[key].string_value = text
@@ -261,11 +207,11 @@ def triton_model_name(model_name: str, target: Target) -> str:
 
 
 def _copy_artifact(artifact: TritonArtifact, version_dir: Path) -> None:
-    filename = _LAYOUT[artifact.target][2]
+    backend = _backend(artifact.target)
     version_dir.mkdir(parents=True)
-    shutil.copyfile(artifact.path, version_dir / filename)
-    if artifact.target is Target.OPENVINO:  # the weights travel with the .xml, same stem
-        shutil.copyfile(artifact.path.with_suffix(".bin"), version_dir / "model.bin")
+    shutil.copyfile(artifact.path, version_dir / backend.filename)
+    for suffix, name in backend.companions:
+        shutil.copyfile(artifact.path.with_suffix(suffix), version_dir / name)
 
 
 def write_triton_repository(
@@ -296,10 +242,7 @@ def write_triton_repository(
     planned = []
     for item in artifacts:
         artifact = TritonArtifact.of(item)
-        if artifact.target not in _LAYOUT:
-            raise UsageError(
-                f"Triton serves onnx, openvino and trt artifacts, not {artifact.target.value}"
-            )
+        caveat = _backend(artifact.target).caveat(artifact.details)
         name = triton_model_name(model_name, artifact.target)
         config = model_config(
             name,
@@ -310,12 +253,8 @@ def write_triton_repository(
             ov_hint=ov_hint,
         )
         planned.append((artifact, name, config))
-        if artifact.target is Target.TRT and artifact.details.get("flavour") == "tensorrt-rtx":
-            log.warning(
-                "%s: a TensorRT-RTX engine; Triton's tensorrt_plan backend loads engines "
-                "of full TensorRT built for the server's GPU and TensorRT version",
-                name,
-            )
+        if caveat is not None:
+            log.warning("%s: %s", name, caveat)
     repo_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for artifact, name, config in planned:

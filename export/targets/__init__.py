@@ -18,6 +18,7 @@ from partialnet.export.options import Target
 from partialnet.export.targets.base import (
     BuiltArtifact,
     BuiltFrom,
+    QdqRecipe,
     Sdk,
     TargetContext,
     TargetOption,
@@ -47,6 +48,11 @@ def spec_for_runtime(runtime: Runtime | str) -> TargetSpec | None:
         return _BY_RUNTIME.get(Runtime(runtime))
     except ValueError:
         return None
+
+
+def qdq_recipes() -> list[QdqRecipe]:
+    """The int8 Q/DQ ONNX recipes the targets declare, in export order."""
+    return [spec.qdq for spec in TARGETS if spec.qdq is not None]
 
 
 def with_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,10 +100,12 @@ __all__ = [
     "TARGETS",
     "BuiltArtifact",
     "BuiltFrom",
+    "QdqRecipe",
     "Sdk",
     "TargetContext",
     "TargetOption",
     "TargetSpec",
+    "qdq_recipes",
     "runtime_of",
     "spec_for_runtime",
     "spec_of",

@@ -18,6 +18,7 @@ from partialnet.export.options import ARTIFACT_PRECISIONS, ExportOptions, Precis
 from partialnet.runtimes.base import Runtime
 
 if TYPE_CHECKING:  # torch: the device path imports the specs without it
+    from partialnet.export.serving.backend import TritonBackend
     from partialnet.inference import InferencePartialNet
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,22 @@ class TargetOption:
     metavar: str | None = None
     type: Callable[[str], Any] | None = None
     switch: bool = False  # a store_true flag
+    choices: tuple[str, ...] | None = None
     check: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class QdqRecipe:
+    """An int8 Q/DQ ONNX shaped for one consumer (the Q/DQ quantizer's settings),
+    declared by the target that consumes it (``TargetSpec.qdq``). An int8 export of the ONNX
+    target writes one graph per recipe (``partialnet.export.targets.onnx.int8``); each
+    recipe's module says why its consumer needs it so."""
+
+    flavour: str  # its name in manifests and file names
+    serves: str  # who runs it, as the manifest says
+    symmetric: bool  # int8 symmetric activations and weights (else uint8 asymmetric activations)
+    int32_biases: bool  # biases quantized to int32 (else left in float)
+    reduce_range: bool  # weights in a 7-bit range by default
 
 
 @dataclass(frozen=True)
@@ -61,13 +77,13 @@ class TargetSpec:
 
     ``build`` returns the target's artifacts in scratch; ``check_options`` validates the
     target's own options before anything is written and returns what ``build`` reads back as
-    ``ctx.target_options[target]``; ``check_sdk`` goes beyond a package look-up (TensorRT
-    must load to say which flavour is installed). ``runner_options`` are the options its
+    ``ctx.target_options[target]``; ``check_sdk`` goes beyond a package look-up (an SDK
+    that must load to say which flavour is installed). ``runner_options`` are the options its
     runtime's runner is opened with to check an artifact of a precision (gate and bench).
     """
 
     target: Target
-    suffix: str  # the artifact's suffix; ".openvino" is a directory
+    suffix: str  # the artifact's suffix (a directory's too, with ``directory``)
     runtime: Runtime
     built_from: BuiltFrom
     build: Callable[[TargetContext], list[BuiltArtifact]]
@@ -81,15 +97,26 @@ class TargetSpec:
     check_options: Callable[[ExportOptions, int], Any] | None = None
     check_sdk: Callable[[], object] | None = None
     runner_options: Callable[[Precision], dict[str, Any]] = lambda _p: {}
+    # What its runner must be told to run a recorded artifact as it was built, from the
+    # manifest's precision and details (an execution precision, the SDK flavour it needs).
+    artifact_runner_options: Callable[[str, Mapping[str, Any]], dict[str, Any]] = (
+        lambda _precision, _details: {}
+    )
+    # Precisions its runner can be asked to compute in whatever the artifact's (its
+    # ``precision`` option; bench's --ov-precision), "auto" the runtime's own pick.
+    execution_precisions: tuple[str, ...] = ()
     dynamic_batch: bool = True  # False: a fixed batch only
     # Whether the target's runtime runs this artifact (from its manifest details): not so
-    # for an intermediate another target consumes (int8 ONNX's TensorRT-flavour graph).
+    # for an intermediate another target consumes (int8 ONNX: another target's Q/DQ graph).
     for_runtime: Callable[[Mapping[str, Any]], bool] = lambda _details: True
     parity_default: bool = False  # among partialnet-bench parity's default runtimes
+    auto: bool = False  # --precision auto builds and times its candidates on this CPU
     directory: bool = False  # the artifact is a directory (an IR pair, an .mlpackage)
     in_all: bool = True  # False: `--target all` leaves it out (its SDK's pins: README)
-    # Further files a precision writes beside the artifact (int8 ONNX: the TensorRT flavour).
+    # Further files a precision writes beside the artifact (int8 ONNX: other Q/DQ flavours).
     also_writes: Callable[[str, Precision], tuple[str, ...]] = lambda _stem, _p: ()
+    triton: TritonBackend | None = None  # how Triton serves it; None: not served
+    qdq: QdqRecipe | None = None  # the int8 Q/DQ ONNX it runs or builds from, if any
 
     @property
     def name(self) -> str:
@@ -219,17 +246,20 @@ class TargetContext:
         return [images[i : i + batch] for i in range(0, len(images), batch)]
 
     def qdq_onnx(self, flavour: str) -> tuple[Path, dict[str, Any]]:
-        """The int8 Q/DQ ONNX of one flavour (onnxruntime or tensorrt), written once."""
-        from partialnet.export.targets.onnx.int8 import QdqFlavour, quantize_onnx
+        """The int8 Q/DQ ONNX of one recipe's flavour (``QdqRecipe``), written once; the
+        ONNX target's own takes the ONNX artifact's name, the others a ``-<flavour>`` stem."""
+        from partialnet.export.targets import spec_of
+        from partialnet.export.targets.onnx.int8 import quantize_onnx
 
         if flavour not in self._qdq:
             fp32, _ = self.onnx()
-            suffix = "" if flavour == QdqFlavour.ONNXRUNTIME.value else f"-{flavour}"
+            own = spec_of(Target.ONNX).qdq
+            suffix = "" if own is not None and flavour == own.flavour else f"-{flavour}"
             path = self.scratch / f"{self.artifact_name(Target.ONNX)}"
             path = path.with_name(f"{self.stem}{suffix}{path.suffix}")
             log.info("      int8: calibrating the %s Q/DQ ONNX", flavour)
-            if self.int8_fallback:  # TensorRT builds from its flavour's fallback result
-                from partialnet.export.int8_fallback import onnx_with_fallback
+            if self.int8_fallback:  # a consumer builds from its flavour's fallback result
+                from partialnet.export.targets.onnx.fallback import onnx_with_fallback
 
                 facts = onnx_with_fallback(self, fp32, path, flavour)
             else:

@@ -490,8 +490,9 @@ def test_check_reports_what_a_plain_openvino_compile_executes_in(
     (row,) = json.loads((tmp_path / "out" / "report.json").read_text())["artifacts"]
     default = _plain_default()
     assert row["status"] == "pass" and row["computed_in"] == "fp32"  # kept as before
-    assert row["openvino_precision"] == {
+    assert row["execution_precision"] == {
         "checked_in": "fp32",
+        "setting": "INFERENCE_PRECISION_HINT",
         "runner_hint": "f32",
         "plain_compile_default": default,
         "plain_compile_checked": default == "fp32",

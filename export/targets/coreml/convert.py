@@ -215,7 +215,7 @@ def export_coreml(
 
     ``metadata``: what the export embeds in every artifact (``artifact_metadata``; built
     from ``model`` and ``options`` when not given), stored in the package's user-defined
-    metadata with the encoding ONNX and OpenVINO use.
+    metadata with the encoding the other targets' artifacts use.
 
     The package is written beside ``path`` and moved into place only when complete; a
     failure leaves an earlier package at ``path`` as it was. Returns facts for the manifest.
@@ -369,8 +369,8 @@ def _describe(
     options: CoreMLOptions,
     metadata: dict[str, Any] | None,
 ) -> None:
-    """The export's one metadata schema (as ONNX metadata_props and OpenVINO rt_info carry
-    it) plus Core ML's own descriptive fields, which Xcode shows."""
+    """The export's one metadata schema (as every other target's artifact carries it) plus
+    Core ML's own descriptive fields, which Xcode shows."""
     h, w = model.input_size
     if metadata is None:
         metadata = artifact_metadata(

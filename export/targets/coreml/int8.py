@@ -13,8 +13,8 @@ Both use coremltools' own compressors (``coremltools.optimize.coreml``):
 
 W8 needs no accuracy fallback (``partialnet.export.int8_fallback`` does not apply to it): int8
 breaks on activation outliers, which W8 leaves in float. Measured on the int8-hostile digits
-t0 (``partialnet.bench.data.outliers``; plain int8 falls to 9.75% top-1 on ONNX Runtime and
-OpenVINO): W8 top-1 99.44% = eager fp32, min per-image cosine 0.9972 (0.99994 unmodified),
+t0 (``partialnet.bench.data.outliers``; plain int8 falls to 9.75% top-1 on both CPU
+runtimes' int8): W8 top-1 99.44% = eager fp32, min per-image cosine 0.9972 (0.99994 unmodified),
 simulated on Linux. W8A8 quantizes activations and would need one; not measured (macOS only).
 """
 

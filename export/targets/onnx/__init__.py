@@ -1,10 +1,17 @@
 """onnx: the inference form through torch.export (dynamo) to a checked, simplified ONNX; int8
-as Q/DQ ONNX (one flavour for ONNX Runtime, one for TensorRT). The other ONNX-built targets
-start from the same file."""
+as Q/DQ ONNX (one flavour for ONNX Runtime, one per other target that declares a Q/DQ
+recipe). The other ONNX-built targets start from the same file."""
 
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, Sdk, TargetSpec
-from partialnet.export.targets.onnx.target import also_writes, build, for_runtime, runner_options
+from partialnet.export.targets.onnx.target import (
+    QDQ,
+    also_writes,
+    build,
+    for_runtime,
+    runner_options,
+)
+from partialnet.export.targets.onnx.triton import TRITON
 from partialnet.runtimes.base import Runtime
 
 ONNX_SDKS = (Sdk("onnx", "onnx", "ONNX export"), Sdk("onnxscript", "onnx", "ONNX export"))
@@ -24,5 +31,8 @@ SPEC = TargetSpec(
     runner_options=runner_options,
     for_runtime=for_runtime,
     also_writes=also_writes,
+    triton=TRITON,
+    qdq=QDQ,
     parity_default=True,
+    auto=True,
 )

@@ -82,7 +82,7 @@ def trace_to_onnx(
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
             verbose=False,
-            optimize=True,  # also turns SplitToSequence into Split (TensorRT rejects the former)
+            optimize=True,  # also turns SplitToSequence into Split (not every parser takes it)
             custom_translation_table={torch.ops.aten.gelu.default: _gelu},
         )
     return program.model_proto

@@ -1,15 +1,18 @@
 """QDQFromONNX: an fp32 ONNX -> a Q/DQ int8 ONNX, calibrated on the batches given.
 
 ONNX Runtime's own post-training quantizer (``onnxruntime.quantization.quantize_static``) does
-the work; nothing here computes a scale. One graph cannot serve both consumers, so there are
-two flavours. Figures: t1, 224 px, batch 1, one thread, best p50 of 3 alternated rounds, AVX-512
-VNNI CPU, ONNX Runtime 1.32, a shared machine (load ~2): fp32 14.6 ms.
+the work; nothing here computes a scale. One graph cannot serve every consumer, so there is a
+flavour per ``QdqRecipe`` a target declares (``TargetSpec.qdq``): ONNX Runtime's own here, the
+others with their consumer's reasons in its package. Figures: t1, 224 px, batch 1, one
+thread, best p50 of 3 alternated rounds, AVX-512 VNNI CPU, ONNX Runtime 1.32, a shared
+machine (load ~2): fp32 14.6 ms.
 
 * ``QdqFlavour.ONNXRUNTIME`` (8.9 ms, 0.61x fp32): uint8 asymmetric activations, int8
   symmetric per-channel weights in a 7-bit range (``reduce_range``), int32 biases. ONNX
   Runtime fuses each Conv group into QLinearConv (profiled: conv time 14.0 -> 6.4 ms). S8S8,
   the quantizer's default, ran 12.2 ms: ONNX Runtime's x86 int8 kernels are U8S8, and int8
-  activations are converted first. TensorRT refuses this flavour (non-zero zero points).
+  activations are converted first. A consumer of symmetric scales only refuses this flavour
+  (non-zero zero points).
   Why 7-bit weights: without VNNI (AVX2, AVX-512F) the U8S8 kernels multiply with
   ``vpmaddubsw``, which adds two u8 x s8 products into an int16 and saturates above 32767
   (255 x 127 x 2 = 64770); weights in [-64, 64] keep every pair below it (255 x 64 x 2 =
@@ -29,17 +32,15 @@ VNNI CPU, ONNX Runtime 1.32, a shared machine (load ~2): fp32 14.6 ms.
   ============================  ====================  =====================
 
   A real AVX2 EPYC gave the 8-bit artifact 0.52 and 99.26% on 540 held-out digits.
-* ``QdqFlavour.TENSORRT`` (12.2 ms, 0.84x fp32 in ONNX Runtime): int8 symmetric activations
-  and weights (TensorRT takes only symmetric scales), biases left in float (TensorRT-RTX's
-  parser refuses an Int32 DequantizeLinear). TensorRT-RTX parses it and builds a strongly
-  typed engine; ONNX Runtime runs it correctly but without its fastest fusions.
+* A symmetric flavour (int8 activations and weights, float biases) runs in ONNX Runtime too,
+  without its fastest fusions (its recipe's module has the figures).
 
 Only Conv/MatMul/Gemm inputs are quantized. Adding Concat and Split (int8 tensors through the
 partial-channel split and concat) ran 8% faster (8.2 ms) but a Concat forces one scale on the
 conv output and the gated half: on the trained digits t0 top-1 fell 99.16% -> 98.89% and the
 worst per-image cosine 0.9997 -> 0.9938, so it is not done.
 
-Both keep the fp32 islands of the inference form (see ``partialnet.inference``): the channel
+All keep the fp32 islands of the inference form (see ``partialnet.inference``): the channel
 gate's 1x1 conv on the (mean, std) statistics and the attention's activation x activation
 matmuls (with the softmax between them) are excluded; LayerNorm, softmax, GELU, Hardsigmoid
 and the statistics are not in the quantized op types at all, so they stay float.
@@ -62,6 +63,7 @@ from partialnet.errors import UsageError, first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.files import atomic_file
 from partialnet.export.gate.calibration import rebatch, require_batches
+from partialnet.export.targets.base import QdqRecipe
 from partialnet.quiet import muted
 from partialnet.runtimes.base import import_sdk
 
@@ -69,11 +71,17 @@ QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-class QdqFlavour(str, enum.Enum):
-    """Which consumer a Q/DQ ONNX is shaped for (see the module docstring)."""
+def _recipes() -> dict[str, QdqRecipe]:
+    from partialnet.export.targets import qdq_recipes
 
-    ONNXRUNTIME = "onnxruntime"
-    TENSORRT = "tensorrt"
+    return {recipe.flavour: recipe for recipe in qdq_recipes()}
+
+
+# Which consumer a Q/DQ ONNX is shaped for: a member per registered recipe, named after its
+# flavour (``QdqFlavour.ONNXRUNTIME`` is ONNX Runtime's own; see the module docstring).
+QdqFlavour = enum.Enum(  # type: ignore[misc]
+    "QdqFlavour", {name.upper(): name for name in _recipes()}, type=str, module=__name__
+)
 
 
 def _import_quantization() -> Any:
@@ -124,7 +132,7 @@ class _Reader:
         self.index = 0
 
 
-def _settings(q: Any, flavour: QdqFlavour, method: str, reduce_range: bool) -> dict[str, Any]:
+def _settings(q: Any, recipe: QdqRecipe, method: str, reduce_range: bool) -> dict[str, Any]:
     methods = {
         "minmax": q.CalibrationMethod.MinMax,
         "entropy": q.CalibrationMethod.Entropy,
@@ -138,17 +146,13 @@ def _settings(q: Any, flavour: QdqFlavour, method: str, reduce_range: bool) -> d
         "calibrate_method": methods[method],
         "reduce_range": reduce_range,
     }
-    if flavour is QdqFlavour.ONNXRUNTIME:
-        return {**common, "activation_type": q.QuantType.QUInt8, "extra_options": {}}
-    return {
-        **common,
-        "activation_type": q.QuantType.QInt8,
-        "extra_options": {
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "QuantizeBias": False,
-        },
-    }
+    extra: dict[str, bool] = {}
+    if recipe.symmetric:
+        extra |= {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if not recipe.int32_biases:
+        extra["QuantizeBias"] = False
+    activations = q.QuantType.QInt8 if recipe.symmetric else q.QuantType.QUInt8
+    return {**common, "activation_type": activations, "extra_options": extra}
 
 
 def qdq_facts(path: Path) -> dict[str, int]:
@@ -181,14 +185,15 @@ def quantize_onnx(
     ``calibration`` yields preprocessed float32 NCHW batches (any batch size; they are cut to
     the model's fixed batch). MinMax calibration is the default: on the trained digits model
     Entropy and Percentile kept the same accuracy and take longer. ``reduce_range`` (7-bit
-    weights) defaults to the flavour's choice: on for ONNX Runtime's U8S8 graph (see the
-    module docstring), off for the symmetric TensorRT graph, whose consumers do not saturate.
+    weights) defaults to the flavour's recipe: on for ONNX Runtime's U8S8 graph (see the
+    module docstring), off for symmetric graphs, whose consumers do not saturate.
     ``exclude``: more node names to keep in float besides the fp32 islands (the accuracy
-    fallback's choice, ``partialnet.export.int8_fallback``).
+    fallback's choice, ``partialnet.export.targets.onnx.fallback``).
     """
     flavour = QdqFlavour(flavour)
+    recipe = _recipes()[flavour.value]
     if reduce_range is None:
-        reduce_range = flavour is QdqFlavour.ONNXRUNTIME
+        reduce_range = recipe.reduce_range
     if calibration_method not in CALIBRATION_METHODS:
         raise UsageError(
             f"calibration method {calibration_method!r} is not one of "
@@ -213,7 +218,7 @@ def quantize_onnx(
                 str(tmp),
                 _Reader(graph_input.name, batches),
                 nodes_to_exclude=excluded,
-                **_settings(q, flavour, calibration_method, reduce_range),
+                **_settings(q, recipe, calibration_method, reduce_range),
             )
         except Exception as exc:  # the quantizer raises many unrelated types
             raise ExportFailure(
@@ -222,14 +227,13 @@ def quantize_onnx(
             ) from exc
         _copy_metadata(onnx, proto, tmp)
     seconds = time.perf_counter() - started
-    for_ort = flavour is QdqFlavour.ONNXRUNTIME
     return {
         "flavour": flavour.value,
         "quantizer": f"onnxruntime.quantization.quantize_static {_ort_version()}",
         "format": "QDQ",
-        "activations": "uint8 asymmetric" if for_ort else "int8 symmetric",
+        "activations": "int8 symmetric" if recipe.symmetric else "uint8 asymmetric",
         "weights": "int8 symmetric per-channel" + (" (7-bit range)" if reduce_range else ""),
-        "biases": "int32" if for_ort else "float32",
+        "biases": "int32" if recipe.int32_biases else "float32",
         "quantized_op_types": list(QUANTIZED_OP_TYPES),
         "fp32_nodes": excluded,
         "calibration_method": calibration_method,

@@ -6,20 +6,37 @@ from collections.abc import Mapping
 from typing import Any
 
 from partialnet.export.options import Precision, Target
-from partialnet.export.targets.base import BuiltArtifact, TargetContext, opener
+from partialnet.export.targets.base import BuiltArtifact, QdqRecipe, TargetContext, opener
 from partialnet.runtimes.base import Runtime
 
-_SERVES = {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
+# ONNX Runtime's own int8 graph: uint8 asymmetric activations, int32 biases, 7-bit weights
+# (why, with the measurements: partialnet.export.targets.onnx.int8).
+QDQ = QdqRecipe(
+    flavour="onnxruntime",
+    serves="ONNX Runtime",
+    symmetric=False,
+    int32_biases=True,
+    reduce_range=True,
+)
+
+
+def _recipes() -> list[QdqRecipe]:
+    """Every registered Q/DQ recipe, this target's own first (export order)."""
+    from partialnet.export.targets import qdq_recipes
+
+    return qdq_recipes()
 
 
 def for_runtime(details: Mapping[str, Any]) -> bool:
-    """int8 writes two Q/DQ graphs; ONNX Runtime runs (and serves) its own flavour only."""
-    return details.get("flavour") != "tensorrt"
+    """int8 writes a Q/DQ graph per recipe; ONNX Runtime runs (and serves) its own only."""
+    return details.get("flavour", QDQ.flavour) == QDQ.flavour
 
 
 def also_writes(stem: str, precision: Precision) -> tuple[str, ...]:
-    """int8 places the TensorRT flavour's graph beside the ONNX Runtime one."""
-    return (f"{stem}-tensorrt.onnx",) if precision is Precision.INT8 else ()
+    """int8 places the other consumers' graphs beside ONNX Runtime's."""
+    if precision is not Precision.INT8:
+        return ()
+    return tuple(f"{stem}-{r.flavour}.onnx" for r in _recipes() if r.flavour != QDQ.flavour)
 
 
 def runner_options(precision: Precision) -> dict[str, Any]:
@@ -31,13 +48,16 @@ def runner_options(precision: Precision) -> dict[str, Any]:
 def build(ctx: TargetContext) -> list[BuiltArtifact]:
     runner = opener(Runtime.ONNXRUNTIME, **runner_options(ctx.options.precision))
     if ctx.int8:
-        # One graph cannot serve both: ONNX Runtime is fastest with uint8 activations and
-        # int32 biases, which TensorRT refuses (see partialnet.export.targets.onnx.int8).
-        flavours = ("onnxruntime",) if ctx.options.own_runtime_only else tuple(_SERVES)
+        # One graph cannot serve every consumer: ONNX Runtime is fastest with uint8
+        # activations and int32 biases, which others refuse (each recipe's module says why).
+        # own_runtime_only (--precision auto's candidates): ONNX Runtime's own graph only.
+        recipes = [
+            r for r in _recipes() if r.flavour == QDQ.flavour or not ctx.options.own_runtime_only
+        ]
         built = []
-        for flavour in flavours:
-            path, facts = ctx.qdq_onnx(flavour)
-            facts = {**facts, "serves": _SERVES[flavour]}
+        for recipe in recipes:
+            path, facts = ctx.qdq_onnx(recipe.flavour)
+            facts = {**facts, "serves": recipe.serves}
             built.append(BuiltArtifact(Target.ONNX, path, path.name, facts, None, runner))
         return built
     path, facts = ctx.onnx()

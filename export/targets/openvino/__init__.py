@@ -4,7 +4,13 @@ int8 through NNCF post-training quantization."""
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, Sdk, TargetSpec
 from partialnet.export.targets.onnx import ONNX_SDKS
-from partialnet.export.targets.openvino.target import build, runner_options
+from partialnet.export.targets.openvino.target import (
+    EXECUTION_PRECISIONS,
+    artifact_runner_options,
+    build,
+    runner_options,
+)
+from partialnet.export.targets.openvino.triton import TRITON
 from partialnet.runtimes.base import Runtime
 
 SPEC = TargetSpec(
@@ -19,5 +25,9 @@ SPEC = TargetSpec(
     sdks=(*ONNX_SDKS, Sdk("openvino", "openvino", "OpenVINO export")),
     int8_sdks=(Sdk("nncf", "int8", "INT8 OpenVINO quantization"),),
     runner_options=runner_options,
+    artifact_runner_options=artifact_runner_options,
+    execution_precisions=EXECUTION_PRECISIONS,
     parity_default=True,
+    auto=True,
+    triton=TRITON,
 )

@@ -35,5 +35,7 @@ def export_openvino(
     for key, value in encode_metadata(metadata).items():
         model.set_rt_info(value, ["partialnet", key])
     directory.mkdir(parents=True, exist_ok=True)
+    # A full disk shows here as "basic_ios::clear: iostream error", no errno: the export's
+    # free-space check (partialnet.export.api) names it.
     ov.save_model(model, str(ir_xml(directory)), compress_to_fp16=compress_to_fp16)
     return {"openvino": ov.__version__, "compressed_to_fp16": compress_to_fp16}

@@ -4,7 +4,15 @@ ONNX, int8 from a symmetric Q/DQ ONNX); TensorRT-RTX builds ahead of time withou
 from partialnet.export.options import Target
 from partialnet.export.targets.base import BuiltFrom, TargetSpec
 from partialnet.export.targets.onnx import ONNX_SDKS, QDQ_SDKS
-from partialnet.export.targets.tensorrt.target import OPTIONS, build, check_options, check_sdk
+from partialnet.export.targets.tensorrt.qdq import QDQ
+from partialnet.export.targets.tensorrt.target import (
+    OPTIONS,
+    artifact_runner_options,
+    build,
+    check_options,
+    check_sdk,
+)
+from partialnet.export.targets.tensorrt.triton import TRITON
 from partialnet.runtimes.base import Runtime
 
 SPEC = TargetSpec(
@@ -20,4 +28,7 @@ SPEC = TargetSpec(
     options=OPTIONS,
     check_options=check_options,
     check_sdk=check_sdk,
+    artifact_runner_options=artifact_runner_options,
+    triton=TRITON,
+    qdq=QDQ,
 )

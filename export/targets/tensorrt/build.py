@@ -7,6 +7,9 @@ Two SDKs are supported behind one API:
   for a named compute capability (``IBuilderConfig.num_compute_capabilities`` +
   ``set_compute_capability``).
 
+The ONNX comes with plain Split nodes: the exporter's ``optimize=True`` rewrites the
+SplitToSequence that dynamo emits, which TensorRT's parser rejects.
+
 Networks are created strongly typed wherever the API has the flag, so precision comes from
 the ONNX itself (an fp16 graph gives an fp16 engine); the ``BuilderFlag.FP16`` route is kept
 only for old full-TensorRT releases that predate strong typing.

@@ -3,12 +3,14 @@ its options checked before any work, and its engine opened to verify it (GPU onl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from partialnet.errors import UsageError
 from partialnet.export.options import ExportOptions, Target
 from partialnet.export.targets.base import BuiltArtifact, TargetContext, TargetOption, opener
+from partialnet.export.targets.tensorrt.qdq import QDQ
 from partialnet.runtimes.base import Runtime
 
 
@@ -62,12 +64,17 @@ def check_sdk() -> object:
     return import_tensorrt()
 
 
+def artifact_runner_options(_precision: str, details: Mapping[str, Any]) -> dict[str, Any]:
+    """The SDK flavour the engine was built with (full TensorRT or TensorRT-RTX)."""
+    return {"flavour": details["flavour"]} if details.get("flavour") else {}
+
+
 def build(ctx: TargetContext) -> list[BuiltArtifact]:
     from partialnet.export.targets.tensorrt.build import build_engine
     from partialnet.runtimes.tensorrt import tensorrt_unavailable_reason
 
     # int8: the symmetric Q/DQ graph with float biases that TensorRT's parser takes.
-    onnx_path, _ = ctx.qdq_onnx("tensorrt") if ctx.int8 else ctx.onnx()
+    onnx_path, _ = ctx.qdq_onnx(QDQ.flavour) if ctx.int8 else ctx.onnx()
     name = ctx.artifact_name(Target.TRT)
     staged = ctx.scratch / name
     config = ctx.target_options.get(Target.TRT) or check_options(ctx.options, 0)
