@@ -499,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="--check's report folder")
     parser.add_argument("--cpu", default=NO_DOTPROD_CPU, help=f"qemu -cpu ({', '.join(ARM_CPUS)})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Our own progress lines only: INFO on the root logger would let onnx's optimizer talk.
+    logging.basicConfig(format="%(message)s")
+    log.setLevel(logging.INFO)
     started = time.perf_counter()
     try:
         guest = prepare(download=args.prepare)

@@ -58,7 +58,7 @@ def figures(row: dict[str, Any]) -> str:
     if not parity:
         return f"{row['status']} ({row.get('reason', 'no figures')})"
     return (
-        f"{row['status']}: min cosine {parity['min_image_cosine']:.5f}, agreement "
+        f"{row['status']}: min cosine {parity['min_image_cosine']:.6f}, agreement "
         f"{parity['top1_agreement']:.2%}, top-1 {accuracy.get('top1', float('nan')):.2%} "
         f"(eager fp32 {accuracy.get('reference_top1', float('nan')):.2%})"
     )
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", default=",".join(DEFAULT_CPUS), help="qemu-aarch64 -cpu list")
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Our own progress lines only: INFO on the root logger would let onnx's optimizer talk.
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger(emulated_arm.__name__).setLevel(logging.INFO)
     with tempfile.TemporaryDirectory(prefix="partialnet-int8-arm-") as tmp:
         try:
             return run(args.digits, args.cpus.split(","), Path(tmp))
