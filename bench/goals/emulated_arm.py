@@ -305,7 +305,8 @@ def install_project(target: Path) -> None:
         if spec is None or not spec.submodule_search_locations:
             raise EmulationUnavailable(f"{package} is not importable here")
         source = Path(next(iter(spec.submodule_search_locations)))
-        shutil.copytree(source, target / Path(*package.split(".")), ignore=skip)
+        # dirs_exist_ok: from a wheel the subpackages are inside partialnet/ already.
+        shutil.copytree(source, target / Path(*package.split(".")), ignore=skip, dirs_exist_ok=True)
 
 
 def _guest_env(pythonpath: Sequence[Path]) -> dict[str, str]:
