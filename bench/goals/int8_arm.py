@@ -67,6 +67,7 @@ def figures(row: dict[str, Any]) -> str:
 def run(checkpoint: Path, cpus: list[str], work: Path) -> int:
     """Export, check here, check on every emulated core; print; 1 if any check failed."""
     guest = emulated_arm.prepare()  # downloads the guest the first time (~15 s, ~200 MB)
+    work.mkdir(parents=True, exist_ok=True)
     directory = export_digits_int8(checkpoint, work)
     reports = {"native": native_check(directory, work / "check-native")}
     devices = {"native": f"{reports['native']['environment']['isa']} (this machine)"}
