@@ -10,6 +10,9 @@
 3. Our inference form vs the eager model exported directly, per runtime (goal <= 1.0x).
 4. With a trained digits checkpoint (``--digits``, default tests/fixtures/digits_t0_64.ckpt
    when present): int8 top-1 vs fp32 on both runtimes (goal: within 0.5 point).
+5. With ``--emulate-arm cortex-a72,max``: the digits int8 ONNX export checked by
+   ``partialnet-bench check`` in an emulated aarch64 Python per core (ONNX Runtime's ARM
+   kernels, without and with dot product; partialnet.bench.goals.int8_arm).
 
 Random-weight models get randomized BatchNorm statistics first: with PyTorch's identity
 initialization every folded conv bias is zero and the exporter drops it, a graph no trained
@@ -365,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run OpenVINO's part (speed and digits accuracy) with ONEDNN_MAX_CPU_ISA set "
         "to this (AVX2: AVX2 kernels without VNNI, timed on this core)",
     )
+    parser.add_argument(
+        "--emulate-arm",
+        metavar="QEMU_CPUS",
+        help="also export the digits int8 ONNX and check it in an emulated aarch64 Python on "
+        "each qemu-aarch64 -cpu listed (e.g. cortex-a72,max; partialnet.bench.goals.int8_arm)",
+    )
     parser.add_argument("--skip-speed", action="store_true", help="only the digits accuracy")
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_model()} ({isa_summary()}: {', '.join(cpu_isa())}); {load()}")
@@ -391,6 +400,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print(f"4. digits: skipped, no trained checkpoint at {args.digits} (--digits)")
+        if args.emulate_arm and args.digits.is_file():
+            from partialnet.bench.goals import emulated_arm, int8_arm
+
+            print("5. the digits int8 ONNX checked on emulated ARM cores (goals.int8_arm):")
+            try:
+                int8_arm.run(args.digits, args.emulate_arm.split(","), Path(tmp) / "arm")
+            except emulated_arm.EmulationUnavailable as exc:
+                print(f"emulated ARM unavailable: {exc}")
     print("Shared machines distort absolute figures: re-run on a quiet one for the README.")
     return 0
 
