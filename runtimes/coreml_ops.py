@@ -82,14 +82,33 @@ CAST_DTYPES = {
 # ---------------------------------------------------------------- activations
 
 
-def _erfc(x: np.ndarray) -> np.ndarray:
-    try:
-        import torch
-    except ImportError:  # a device without torch: the standard library's, element by element
-        import math
+# erfc(z) ~ t exp(-z^2 + P(t)), t = 1 / (1 + z/2), z >= 0: Numerical Recipes' Chebyshev fit,
+# fractional error < 1.2e-7 everywhere (about two float32 ulps), evaluated in float64.
+_ERFC_COEFFS = (
+    -1.26551223,
+    1.00002368,
+    0.37409196,
+    0.09678418,
+    -0.18628806,
+    0.27886807,
+    -1.13520398,
+    1.48851587,
+    -0.82215223,
+    0.17087277,
+)
 
-        return np.frompyfunc(math.erfc, 1, 1)(x.astype(np.float64)).astype(x.dtype)
-    return torch.special.erfc(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """erfc in numpy alone: the same numbers with or without torch, so a device's simulated
+    check repeats the export gate's figures exactly (torch's float32 erfc differed from the
+    standard library's in the last bits, which the device path would have used)."""
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = np.zeros_like(t)
+    for c in reversed(_ERFC_COEFFS):
+        poly = poly * t + c
+    tail = t * np.exp(-z * z + poly)
+    return np.where(x >= 0, tail, 2.0 - tail).astype(x.dtype)
 
 
 def gelu(a: dict[str, Any]) -> np.ndarray:

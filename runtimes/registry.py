@@ -20,8 +20,11 @@ from .base import Runner, Runtime
 
 
 def _sdk_reason(module: str, extra: str, purpose: str) -> str | None:
+    """Why a runner's SDK is missing, with both installs: the runtime's own package alone
+    (a device runs a check torch-free: README "On the device") and the exporter's extra."""
     if importlib.util.find_spec(module) is None:
-        return str(missing_dependency(module, extra, purpose))
+        dist = module.replace("_", "-")  # onnxruntime, openvino, coremltools, ai-edge-litert
+        return f"{missing_dependency(module, extra, purpose)} (on a device: pip install {dist})"
     return None
 
 

@@ -416,3 +416,29 @@ def test_unknown_op_is_refused_by_name_at_load() -> None:
 
     with pytest.raises(UnsupportedOpError, match=r"MIL op 'floor' \(first at 'floor_0'\)"):
         MilInterpreter(program)
+
+
+def test_erfc_is_numpy_alone_and_within_two_float32_ulps() -> None:
+    """gelu's erfc is the same numpy code with or without torch (a torch-free device's
+    simulated check must repeat the export gate's figures exactly), and close to the
+    standard library's double-precision erfc: relative error <= 2e-7, the fit's own 1.2e-7
+    plus the float32 result's rounding (6e-8)."""
+    import math
+    import sys
+
+    from partialnet.runtimes import coreml_ops
+
+    x = np.linspace(-6, 12, 20001, dtype=np.float32)  # erfc(12) ~ 1e-64: still normal
+    ref = np.array([math.erfc(float(v)) for v in x])
+    got = coreml_ops._erfc(x).astype(np.float64)
+    tiny = ref > np.finfo(np.float32).tiny  # below it float32 itself is subnormal
+    assert np.max(np.abs(got[tiny] - ref[tiny]) / ref[tiny]) <= 2e-7
+    torch_module = sys.modules.pop("torch", None)
+    sys.modules["torch"] = None  # type: ignore[assignment]  # import torch now fails
+    try:
+        without = coreml_ops._erfc(x)
+    finally:
+        del sys.modules["torch"]
+        if torch_module is not None:
+            sys.modules["torch"] = torch_module
+    assert np.array_equal(without, coreml_ops._erfc(x))
