@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"ONNX opset (default: {DEFAULT_OPSET}; {INT8_OPSET} for int8, whose native Gelu "
-        "ONNX Runtime runs faster between quantized convs)",
+        "runs faster between quantized convs)",
     )
     out.add_argument(
         "--output",

@@ -7,8 +7,9 @@ fails rank the layers still quantized and add the worst one to the float set. It
 the rule holds or when ``max_float_fraction`` of the quantizable layers would be float
 (then the export fails as before, saying what was tried).
 
-Each quantizer brings its ranking: a Q/DQ ONNX's in ``partialnet.export.targets.onnx.fallback``
-(per-node damage measured per channel), OpenVINO's in its own package (NNCF's accuracy control).
+Each quantizer brings its ranking from its target's package: the Q/DQ ONNX's in
+``partialnet.export.targets.onnx.fallback`` (per-node damage measured per channel); a target
+whose SDK has an accuracy-controlled quantizer may use that instead.
 
 Deterministic: MinMax calibration, a fixed image subset and ties broken by node name.
 """

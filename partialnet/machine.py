@@ -82,8 +82,8 @@ ISA_FLAGS = (
 )
 
 
-# The same on ARM (Linux's names in /proc/cpuinfo 'Features'): ONNX Runtime's MLAS picks its
-# int8 kernels by dot product (asimddp: SDOT/UDOT) and i8mm (SMMLA/UMMLA); asimdhp is native fp16.
+# The same on ARM (Linux's names in /proc/cpuinfo 'Features'): int8 kernels are picked by dot
+# product (asimddp: SDOT/UDOT) and i8mm (SMMLA/UMMLA); asimdhp is native fp16.
 ARM_ISA_FLAGS = ("asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
 
