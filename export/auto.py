@@ -396,7 +396,8 @@ def _execution_candidate(
     if not fp32.passed or fp32.record is None or fp32.directory is None:
         return Candidate(execution, False, note=f"the fp32 {target.value} artifact did not pass")
     path = fp32.directory / fp32.record.path
-    images, labels, dataset = _gate_images(fp32, source, variant, data)
+    gate = _gate_images(fp32, source, variant, data)
+    images = gate.images
     outs = {}
     for precision in ("fp32", execution):
         options = spec_of(target).artifact_runner_options(precision, {})
@@ -404,7 +405,14 @@ def _execution_candidate(
             outs[precision] = np.concatenate(
                 [runner.infer(images[i : i + 1]) for i in range(len(images))]
             )
-    result = compare(outs["fp32"], outs[execution], Precision.FP16, labels=labels, dataset=dataset)
+    result = compare(
+        outs["fp32"],
+        outs[execution],
+        Precision.FP16,
+        labels=gate.labels,
+        inputs=gate.source,  # what the gate ran on, as its record says
+        dataset=gate.dataset,
+    )
     top1 = float(result.accuracy["top1"]) if result.accuracy else None
     ok = result.passed
     if result.accuracy and fp32.record.parity.get("accuracy"):
@@ -418,10 +426,9 @@ def _execution_candidate(
     return Candidate(execution, ok, top1, record=record, directory=fp32.directory)
 
 
-def _gate_images(
-    fp32: Candidate, source: Any, variant: str | None, data: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-    """The images the fp32 candidate's gate ran on (labels with --eval-data)."""
+def _gate_images(fp32: Candidate, source: Any, variant: str | None, data: dict[str, Any]) -> Any:
+    """The images the fp32 candidate's gate ran on (``GateImages``: labels with
+    --eval-data, and what they are)."""
     from partialnet.export.gate.inputs import load_inputs
     from partialnet.export.source import resolve_source
 
@@ -437,7 +444,7 @@ def _gate_images(
         calibration_data=data["calibration_data"],
         calibration_images=data.get("calibration_images", 300),
     )
-    return inputs.gate.images, inputs.gate.labels, inputs.gate.dataset
+    return inputs.gate
 
 
 def time_candidates(target: Target, candidates: list[Candidate]) -> list[float]:

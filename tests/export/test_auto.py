@@ -10,6 +10,7 @@ import pytest
 
 from partialnet.bench.perf.selection import format_selection
 from partialnet.export import export
+from partialnet.export.gate.inputs import EVAL_IMAGES
 from partialnet.export.manifest import Manifest, load_manifest
 from partialnet.runtimes.registry import runtime_spec
 
@@ -173,3 +174,4 @@ def test_auto_openvino_tries_the_reduced_precisions_this_cpu_computes(
     if record.precision == "bf16":  # the fp32 IR, recorded as executed in bf16
         assert record.details["execution_precision"] == "bf16"
         assert record.path.endswith("-fp32.openvino")
+        assert record.parity["inputs"] == EVAL_IMAGES  # judged on the gate's labelled images
