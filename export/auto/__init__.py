@@ -22,22 +22,31 @@ runtime running), at batch 1 with the runtime's default threading: the median of
 candidate's runner is opened once for all rounds. The fastest is placed with a
 ``selection`` record; the others are discarded with the scratch directory. Nothing is placed
 before its candidate passed.
+
+This module orchestrates; the candidates and their planning are ``auto.candidates``, the
+timing ``auto.timing``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from partialnet.errors import UsageError, first_line
+from partialnet.export.auto.candidates import (
+    Candidate,
+    Plan,
+    execution_candidate,
+    plan_candidates,
+    primary_record,
+    top1_of,
+    within_budget,
+)
+from partialnet.export.auto.timing import time_candidates
 from partialnet.export.commit import Staged, commit, scratch_dir
 from partialnet.export.errors import ExportFailure
 from partialnet.export.existing import Earlier, earlier_export
@@ -50,75 +59,11 @@ from partialnet.export.options import (
     check_max_drop,
     parse_targets,
 )
-from partialnet.export.targets import TARGETS, spec_of
-from partialnet.runtimes.registry import runtime_spec
+from partialnet.export.targets import TARGETS
 
 log = logging.getLogger(__name__)
 
 AUTO_TARGETS = tuple(spec.target for spec in TARGETS if spec.auto)
-WARMUP_RUNS = 10
-TIMED_RUNS = 50
-REDUCED = ("fp16", "bf16")  # reduced float precisions a runtime may compute natively
-ROUNDS = 3  # best median of 3 alternated rounds: a shared machine's load drifts meanwhile
-
-
-@dataclass
-class Candidate:
-    precision: str  # fp32, fp16, int8, or bf16 (the fp32 artifact executed in bf16)
-    passed: bool
-    top1: float | None = None
-    latency_ms: float | None = None
-    record: ArtifactRecord | None = None
-    directory: Path | None = None
-    note: str = ""
-    skipped: str = ""  # why it is no candidate on this CPU ('' when it was tried)
-
-    def row(self) -> dict[str, Any]:
-        out = {
-            "precision": self.precision,
-            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 4),
-            "top1": self.top1,
-            "passed": self.passed,
-        }
-        if self.note:
-            out["note"] = self.note
-        if self.skipped:
-            out["skipped"] = self.skipped
-        return out
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One target's candidates on this CPU."""
-
-    artifacts: tuple[Precision, ...]  # exported, each through its gate
-    executions: tuple[str, ...]  # the fp32 artifact executed at these precisions
-    skipped: dict[str, str]  # precision -> why it is no candidate here
-
-
-def plan_candidates(target: Target, with_int8: bool) -> Plan:
-    """What ``target``'s runtime can run faster than fp32 on this CPU, and what it cannot."""
-    spec = spec_of(target)
-    native = runtime_spec(spec.runtime).native_precisions()
-    name = spec.runtime.value
-    artifacts = [Precision.FP32]
-    skipped: dict[str, str] = {}
-    if "fp16" in native:
-        artifacts.append(Precision.FP16)
-    else:
-        skipped["fp16"] = f"{name} has no fp16 arithmetic on this CPU: no faster than fp32"
-    if with_int8:
-        artifacts.append(Precision.INT8)
-    else:
-        skipped["int8"] = "no --calibration-data to calibrate on"
-    have = {p.value for p in artifacts}
-    # The reduced float precisions its runner can execute the fp32 artifact at.
-    reduced = [p for p in spec.execution_precisions if p in REDUCED and p not in have]
-    executions = tuple(p for p in reduced if p in native)
-    for p in reduced:
-        if p not in native and p not in skipped:
-            skipped[p] = f"{name} has no {p} arithmetic on this CPU"
-    return Plan(tuple(artifacts), executions, skipped)
 
 
 def check_auto_options(
@@ -273,7 +218,7 @@ def _select(
     }
     for execution in plan.executions:
         candidates.append(
-            _execution_candidate(target, candidates[0], execution, max_drop, source, variant, data)
+            execution_candidate(target, candidates[0], execution, max_drop, source, variant, data)
         )
     timed = [c for c in candidates if c.passed]
     for c, ms in zip(timed, time_candidates(target, timed), strict=True):
@@ -324,18 +269,18 @@ def _candidates(
         log.info("  auto: %s: %s", precision.value, first_line(str(exc))[:200])
     found = {}
     for target in targets:
-        record = _primary(manifest, target) if manifest is not None else None
+        record = primary_record(manifest, target) if manifest is not None else None
         if record is None:
             mine = [r for r in rejected if r.target == target.value]
-            top1 = _top1(mine[0].parity) if mine else None
+            top1 = top1_of(mine[0].parity) if mine else None
             note = "failed its gate" if mine else "not built"
             found[target] = Candidate(precision.value, False, top1, note=note)
             continue
-        passed = record.status == "ok" and _within(record.parity, max_drop)
+        passed = record.status == "ok" and within_budget(record.parity, max_drop)
         found[target] = Candidate(
             precision.value,
             passed,
-            _top1(record.parity),
+            top1_of(record.parity),
             record=record,
             directory=sub,
         )
@@ -358,129 +303,6 @@ def _quiet_scratch_placement(sub: Path) -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(outside)
-
-
-def _primary(manifest: Manifest, target: Target) -> ArtifactRecord | None:
-    """The record auto may place for ``target``: the one its runtime runs."""
-    records = [a for a in manifest.artifacts if a.target == target.value]
-    mine = [a for a in records if spec_of(target).for_runtime(a.details)]
-    return mine[0] if mine else None
-
-
-def _top1(parity: dict[str, Any]) -> float | None:
-    acc = parity.get("accuracy")
-    return float(acc["top1"]) if acc else None
-
-
-def _within(parity: dict[str, Any], max_drop: float) -> bool:
-    acc = parity.get("accuracy")
-    if not acc:
-        return True  # no labels: the precision's own (agreement) rule decided
-    return float(acc["reference_top1"]) - float(acc["top1"]) <= max_drop / 100 + 1e-12
-
-
-def _execution_candidate(
-    target: Target,
-    fp32: Candidate,
-    execution: str,
-    max_drop: float,
-    source: Any,
-    variant: str | None,
-    data: dict[str, Any],
-) -> Candidate:
-    """The fp32 artifact executed at ``execution`` (bf16), judged by the fp16/bf16 rule
-    against the same artifact's fp32 outputs."""
-    from partialnet.export.gate.parity import compare
-    from partialnet.runtimes import open_runner
-
-    if not fp32.passed or fp32.record is None or fp32.directory is None:
-        return Candidate(execution, False, note=f"the fp32 {target.value} artifact did not pass")
-    path = fp32.directory / fp32.record.path
-    gate = _gate_images(fp32, source, variant, data)
-    images = gate.images
-    outs = {}
-    for precision in ("fp32", execution):
-        options = spec_of(target).artifact_runner_options(precision, {})
-        with open_runner(spec_of(target).runtime, path, **options) as runner:
-            outs[precision] = np.concatenate(
-                [runner.infer(images[i : i + 1]) for i in range(len(images))]
-            )
-    result = compare(
-        outs["fp32"],
-        outs[execution],
-        Precision.FP16,
-        labels=gate.labels,
-        inputs=gate.source,  # what the gate ran on, as its record says
-        dataset=gate.dataset,
-    )
-    top1 = float(result.accuracy["top1"]) if result.accuracy else None
-    ok = result.passed
-    if result.accuracy and fp32.record.parity.get("accuracy"):
-        ref = float(fp32.record.parity["accuracy"]["reference_top1"])
-        ok = ok and ref - float(result.accuracy["top1"]) <= max_drop / 100 + 1e-12
-    record = ArtifactRecord(**{**fp32.record.__dict__})
-    record.precision = execution
-    record.parity = {**result.to_dict(), "reference": "the fp32 artifact executed in fp32"}
-    record.accuracy = result.accuracy
-    record.details = {**record.details, "execution_precision": execution}
-    return Candidate(execution, ok, top1, record=record, directory=fp32.directory)
-
-
-def _gate_images(fp32: Candidate, source: Any, variant: str | None, data: dict[str, Any]) -> Any:
-    """The images the fp32 candidate's gate ran on (``GateImages``: labels with
-    --eval-data, and what they are)."""
-    from partialnet.export.gate.inputs import load_inputs
-    from partialnet.export.source import resolve_source
-
-    assert fp32.record is not None
-    shape = fp32.record.input_shape
-    meta = resolve_source(source, variant).eager.cfg.meta
-    inputs = load_inputs(
-        meta,
-        tuple(shape[1:]),  # type: ignore[arg-type]
-        Precision.FP32,
-        1,
-        eval_data=data["eval_data"],
-        calibration_data=data["calibration_data"],
-        calibration_images=data.get("calibration_images", 300),
-    )
-    return inputs.gate
-
-
-def time_candidates(target: Target, candidates: list[Candidate]) -> list[float]:
-    """Each candidate's best median ms at batch 1 over ``ROUNDS`` alternated rounds, with the
-    runtime's default threading; one runner runs at a time, each opened once."""
-    from partialnet.runtimes import open_runner
-
-    spec = spec_of(target)
-    best = [float("inf")] * len(candidates)
-    with contextlib.ExitStack() as stack:
-        runners = []
-        for c in candidates:
-            assert c.record is not None and c.directory is not None
-            # What the record says it runs as (the bf16 candidate: its fp32 IR in bf16).
-            options = spec.artifact_runner_options(c.record.precision, c.record.details)
-            path = c.directory / c.record.path
-            runners.append(stack.enter_context(open_runner(spec.runtime, path, **options)))
-        for _ in range(ROUNDS):  # rounds alternate the candidates: the load drifts meanwhile
-            for i, (c, runner) in enumerate(zip(candidates, runners, strict=True)):
-                ms = _median_ms(runner, c.record.input_shape)  # type: ignore[union-attr]
-                best[i] = min(best[i], ms)
-    return best
-
-
-def _median_ms(runner: Any, input_shape: list[int]) -> float:
-    """Median ms of ``TIMED_RUNS`` runs at batch 1 after ``WARMUP_RUNS`` (the warm-up also
-    lets the previously timed runner's pool go idle)."""
-    x = np.random.default_rng(0).standard_normal((1, *input_shape[1:]), dtype=np.float32)
-    for _ in range(WARMUP_RUNS):
-        runner.infer(x)
-    times = []
-    for _ in range(TIMED_RUNS):
-        t = time.perf_counter()
-        runner.infer(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 def _commit_chosen(
