@@ -28,17 +28,14 @@ def native_precisions() -> frozenset[str]:
     """fp16 on ARM64 CPUs with half-precision arithmetic, where MLAS has fp16 GEMM kernels;
     nothing on x86: its CPU provider runs an fp16 graph in fp32 behind casts (t0 64 px,
     AVX-512: 0.75 ms fp16 vs 0.72 ms fp32), so an fp16 artifact is never faster there."""
+    from partialnet.machine import cpu_isa
+
     machine = platform.machine().lower()
     if machine == "arm64":  # macOS: every Apple silicon core computes fp16
         return frozenset({"fp16"})
-    if machine != "aarch64":
-        return frozenset()
-    try:
-        with open("/proc/cpuinfo") as f:
-            features = {w for line in f if line.startswith("Features") for w in line.split()}
-    except OSError:
-        return frozenset()
-    return frozenset({"fp16"}) if "asimdhp" in features else frozenset()
+    if machine == "aarch64" and "asimdhp" in cpu_isa():
+        return frozenset({"fp16"})
+    return frozenset()
 
 
 def _onnx_precision(path: Path) -> str:
