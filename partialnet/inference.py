@@ -180,10 +180,10 @@ class SpatialGateOut(nn.Module):
     Built from one merged conv yielding [a (scaled by the gate BN), b (BN-1x1 path done), gate
     logit], and kept as two convs: [a, b] and the one-channel logit. The [a, b] conv's
     channel count (48, 96, 192, 384 in t1) is then a multiple of the CPU runtimes' channel
-    blocks (8/16), where dim + 1 was not. Measured (t1 224 px, batch 1, one runtime at a
-    time): OpenVINO fp32 -11 to -13%, NNCF int8 -24%; ONNX Runtime unchanged (fp32 and int8
-    within 1%). The logit conv takes hardsigmoid's scale and offset (``_fold_hardsigmoid``),
-    so the gate is a clamp (OpenCV fuses Conv -> HardSigmoid -> Mul into a wrong HardSwish).
+    blocks (8/16), where dim + 1 was not: 11-24% off one CPU runtime's latency, none off the
+    other's (each runner's module notes its own figure). The logit conv takes hardsigmoid's
+    scale and offset (``_fold_hardsigmoid``), so the gate is a clamp (OpenCV fuses Conv ->
+    HardSigmoid -> Mul into a wrong HardSwish).
     """
 
     def __init__(self, conv: nn.Conv2d, gated: int, shift: Tensor) -> None:

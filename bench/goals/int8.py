@@ -12,7 +12,7 @@
    when present): int8 top-1 vs fp32 on both runtimes (goal: within 0.5 point).
 5. With ``--emulate-arm cortex-a72,max``: the digits int8 ONNX export checked by
    ``partialnet-bench check`` in an emulated aarch64 Python per core (ONNX Runtime's ARM
-   kernels, without and with dot product; partialnet.bench.goals.int8_arm).
+   kernels, without and with dot product; partialnet.bench.goals.onnxruntime.int8_arm).
 
 Random-weight models get randomized BatchNorm statistics first: with PyTorch's identity
 initialization every folded conv bias is zero and the exporter drops it, a graph no trained
@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 import partialnet
-from partialnet.bench.goals import emulated, openvino_isa
+from partialnet.bench.goals.onnxruntime import emulated
+from partialnet.bench.goals.openvino import isa as openvino_isa
 from partialnet.bench.goals.timing import best_p50
 from partialnet.bench.perf.baseline import export_eager_onnx
 from partialnet.export import export
@@ -372,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         "--emulate-arm",
         metavar="QEMU_CPUS",
         help="also export the digits int8 ONNX and check it in an emulated aarch64 Python on "
-        "each qemu-aarch64 -cpu listed (e.g. cortex-a72,max; partialnet.bench.goals.int8_arm)",
+        "each qemu-aarch64 -cpu listed (e.g. cortex-a72,max; "
+        "partialnet.bench.goals.onnxruntime.int8_arm)",
     )
     parser.add_argument("--skip-speed", action="store_true", help="only the digits accuracy")
     args = parser.parse_args(argv)
@@ -401,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"4. digits: skipped, no trained checkpoint at {args.digits} (--digits)")
         if args.emulate_arm and args.digits.is_file():
-            from partialnet.bench.goals import emulated_arm, int8_arm
+            from partialnet.bench.goals.onnxruntime import emulated_arm, int8_arm
 
             print("5. the digits int8 ONNX checked on emulated ARM cores (goals.int8_arm):")
             try:

@@ -2,10 +2,11 @@
 checked by the real aarch64 onnxruntime wheel in Debian's aarch64 Python (no torch) under
 ``qemu-aarch64 -cpu cortex-a72`` (ARMv8.0: no dot product) and ``-cpu max`` (dot product,
 i8mm), whose int8 kernels ONNX Runtime's MLAS chooses differently
-(partialnet.bench.goals.emulated_arm).
+(partialnet.bench.goals.onnxruntime.emulated_arm).
 
-The guest is prepared by ``python -m partialnet.bench.goals.emulated_arm --prepare`` (.ci/run
-does it where apt-get works): the tests never download; without it they skip with the reason.
+The guest is prepared by
+``python -m partialnet.bench.goals.onnxruntime.emulated_arm --prepare`` (.ci/run does it
+where apt-get works): the tests never download; without it they skip with the reason.
 The verdicts are the check's own, by the export gate's int8 rule (partialnet.export.gate.parity;
 with labels, as here: top-1 at most 1 point below the eager fp32 model's). That rule alone let
 the 8-bit-weight artifact through on AVX2 (issue 14: -0.74 point, min per-image cosine 0.52),
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from partialnet.bench.goals import emulated_arm
+from partialnet.bench.goals.onnxruntime import emulated_arm
 from partialnet.export.gate.parity import INT8_MIN_IMAGE_COSINE
 
 pytest.importorskip("onnxruntime")

@@ -20,7 +20,8 @@ import torch
 from conftest import randomize
 
 import partialnet
-from partialnet.bench.goals import emulated, openvino_isa
+from partialnet.bench.goals.onnxruntime import emulated
+from partialnet.bench.goals.openvino import isa as openvino_isa
 from partialnet.errors import UsageError
 from partialnet.export import export
 from partialnet.export.gate.calibration import rebatch
@@ -279,7 +280,8 @@ def test_onnxruntime_flavour_weights_fit_a_7_bit_range(qdq) -> None:
 
 # The ONNX Runtime int8 artifact on a CPU without VNNI, whatever CPU runs the tests: ONNX
 # Runtime inside `qemu-x86_64 -cpu Haswell-noTSX` runs its AVX2 kernels (`vpmaddubsw`) on the
-# real artifact (partialnet.bench.goals.emulated). `.ci/run` installs qemu-user where apt can.
+# real artifact (partialnet.bench.goals.onnxruntime.emulated). `.ci/run` installs qemu-user
+# where apt can.
 needs_qemu = pytest.mark.skipif(
     emulated.qemu() is None, reason="qemu-x86_64 (Debian package qemu-user) emulates the AVX2 CPU"
 )
@@ -311,7 +313,7 @@ def test_onnxruntime_int8_keeps_the_rule_on_avx2(subject, qdq) -> None:
 
 # OpenVINO's int8 IR on AVX2 kernels without VNNI, whatever x86 CPU runs the tests: oneDNN
 # (OpenVINO's CPU kernels) honours ONEDNN_MAX_CPU_ISA, read once per process, so the IRs run
-# in a subprocess started with it (partialnet.bench.goals.openvino_isa, where the facts are).
+# in a subprocess started with it (partialnet.bench.goals.openvino.isa, where the facts are).
 needs_x86 = pytest.mark.skipif(
     platform.machine().lower() not in ("x86_64", "amd64"),
     reason="ONEDNN_MAX_CPU_ISA caps oneDNN's x86 kernels; ARM builds use other kernels",

@@ -22,7 +22,7 @@ machine (load ~2): fp32 14.6 ms.
   digits; min per-image cosine vs the fp32 ONNX and top-1 agreement on held-out digits), on
   AVX-512 VNNI natively and on AVX2 as ONNX Runtime computes inside ``qemu-x86_64 -cpu
   Haswell-noTSX`` (``python -m partialnet.bench.goals.int8 --skip-speed --emulate-cpu
-  Haswell-noTSX``; ``partialnet.bench.goals.emulated``):
+  Haswell-noTSX``; ``partialnet.bench.goals.onnxruntime.emulated``):
 
   ============================  ====================  =====================
   weights (uint8 activations)   AVX-512 VNNI, 1,285   AVX2 (emulated), 300

@@ -75,7 +75,7 @@ OpenVINO) or ``disable``. Without VNNI, OpenVINO's int8 convolutions (oneDNN ``j
 add pairs of u8 x s8 products in int16 (``vpmaddubsw``), which saturates with full 8-bit
 weights; the fix halves the weight range (and doubles the scale) where NNCF applies it. On the
 trained digits t0 (128 calibration images, 1285 held-out; fp32 and int8 IR both on AVX2
-kernels, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``partialnet.bench.goals.openvino_isa``): first layer
+kernels, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``partialnet.bench.goals.openvino.isa``): first layer
 only, min per-image cosine 0.955, failing the int8 rule (natively on AVX-512 VNNI: 0.996);
 every layer, 0.99624 on both ISAs, identical outputs, top-1 unchanged (98.99%). The same
 saturation as ONNX Runtime's U8S8 Q/DQ without VNNI, fixed the same way (7-bit weights)."""

@@ -1,16 +1,16 @@
 """The ONNX Runtime int8 artifacts on ARM, measured by emulation (issue 14, point 5).
 
-    python -m partialnet.bench.goals.int8_arm [--cpus cortex-a72,max] [--digits CKPT]
+    python -m partialnet.bench.goals.onnxruntime.int8_arm [--cpus cortex-a72,max] [--digits CKPT]
     python -m partialnet.bench.goals.int8 --skip-speed --emulate-arm cortex-a72,max
 
 Exports the trained digits t0 as int8 ONNX the way a user does (``partialnet-export
 --precision int8``: calibrated on the digits' train split, gated on their 359 val images;
 both Q/DQ flavours it writes), then runs ``partialnet-bench check`` on that folder here
-(x86, equal to the export gate) and, for each ARM core, inside the emulated aarch64 Python of
-partialnet.bench.goals.emulated_arm (the real aarch64 onnxruntime wheel, torch-free). Prints
-per artifact and device the check's verdict, min per-image cosine, top-1 agreement and top-1
-against the eager fp32 model, plus which int8 instructions ONNX Runtime executed there (one
-image traced with ``qemu -d in_asm``). Under emulation latency means nothing: none is shown.
+(x86, equal to the export gate) and, for each ARM core, inside the emulated aarch64 Python
+of ``emulated_arm`` (the real aarch64 onnxruntime wheel, torch-free). Prints per artifact
+and device the check's verdict, min per-image cosine, top-1 agreement and top-1 against
+the eager fp32 model, plus which int8 instructions ONNX Runtime executed there (one image
+traced with ``qemu -d in_asm``). Under emulation latency means nothing: none is shown.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from partialnet.bench.goals import emulated_arm
+from partialnet.bench.goals.onnxruntime import emulated_arm
 
-DEFAULT_DIGITS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "digits_t0_64.ckpt"
+DEFAULT_DIGITS = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "digits_t0_64.ckpt"
 DEFAULT_CPUS = (emulated_arm.NO_DOTPROD_CPU, emulated_arm.DOTPROD_CPU)
 
 
@@ -109,7 +109,7 @@ def run(checkpoint: Path, cpus: list[str], work: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.goals.int8_arm")
+    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.goals.onnxruntime.int8_arm")
     parser.add_argument("--cpus", default=",".join(DEFAULT_CPUS), help="qemu-aarch64 -cpu list")
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS)
     args = parser.parse_args(argv)

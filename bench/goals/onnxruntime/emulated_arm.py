@@ -15,11 +15,13 @@ symlinks to the sysroot plus a /proc/cpuinfo written the way Linux writes it on 
 the MIDR and HWCAPs the guest itself reads under that ``-cpu`` (so it cannot claim a feature
 the core lacks).
 
-    python -m partialnet.bench.goals.emulated_arm --prepare           # cached, idempotent
-    python -m partialnet.bench.goals.emulated_arm --facts --cpu max   # what the guest sees
-    python -m partialnet.bench.goals.emulated_arm --check DIR --cpu cortex-a72 --output OUT
+    # cached, idempotent; then what the guest sees; then a check on the A72 core
+    python -m partialnet.bench.goals.onnxruntime.emulated_arm --prepare
+    python -m partialnet.bench.goals.onnxruntime.emulated_arm --facts --cpu max
+    python -m partialnet.bench.goals.onnxruntime.emulated_arm --check DIR --cpu cortex-a72 \
+        --output OUT
 
-The guest's preparation and cache: ``partialnet.bench.goals.arm_guest``.
+The guest's preparation and cache: ``partialnet.bench.goals.onnxruntime.arm_guest``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from partialnet.bench.goals.arm_guest import (
+from partialnet.bench.goals.onnxruntime.arm_guest import (
     READY,
     EmulationUnavailable,
     Guest,
@@ -290,7 +292,7 @@ def check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m partialnet.bench.goals.emulated_arm")
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name if __spec__ else __name__}")
     parser.add_argument("--prepare", action="store_true", help="fetch the guest (cached)")
     parser.add_argument("--facts", action="store_true", help="print what the guest sees")
     parser.add_argument("--check", type=Path, metavar="DIR", help="partialnet-bench check DIR")

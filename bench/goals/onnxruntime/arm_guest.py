@@ -1,7 +1,7 @@
 """The emulated ARM device's Python, prepared once and cached: Debian bookworm's aarch64
 Python 3.11 (its .debs unpacked into a sysroot), PyPI's aarch64 wheels of onnxruntime and
 numpy at this venv's versions, and this project's packages laid out as its wheel installs
-them, without torch. ``partialnet.bench.goals.emulated_arm`` runs things in it.
+them, without torch. ``partialnet.bench.goals.onnxruntime.emulated_arm`` runs things in it.
 
 Everything lives under ``$PARTIALNET_ARM64_CACHE`` (default ~/.cache/partialnet-arm64):
 preparing needs apt-get (Debian's arm64 package lists, fetched into a private apt state:
@@ -210,7 +210,7 @@ def prepare(cache: Path | None = None, *, download: bool = True) -> Guest:
     if missing and not download:
         raise EmulationUnavailable(
             f"the aarch64 Python is not prepared in {cache}: run "
-            "`python -m partialnet.bench.goals.emulated_arm --prepare` (.ci/run does)"
+            "`python -m partialnet.bench.goals.onnxruntime.emulated_arm --prepare` (.ci/run does)"
         )
     if missing:
         cache.mkdir(parents=True, exist_ok=True)
