@@ -101,15 +101,18 @@ class OpenVINORunner(Runner):
             config["INFERENCE_PRECISION_HINT"] = _PRECISION_HINTS[self.precision]
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        compiled = core.compile_model(core.read_model(str(model_path)), self.device, config)
+        model = core.read_model(str(model_path))
+        # The names the artifact declares (logits, feat0..feat3). A compiled model's output
+        # may carry more: an fp16 IR's output Convert is folded away on compiling, and its
+        # input's name ("add_2") joins the output's, which get_any_name() can return.
+        self._outputs = [out.get_any_name() for out in model.outputs]
+        compiled = core.compile_model(model, self.device, config)
         port, shape = compiled.inputs[0], compiled.inputs[0].get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
         # A static batch has min == max; a dynamic one runs as is (no reshape), -1 = unbounded.
         lo, hi = shape[0].get_min_length(), shape[0].get_max_length()
         self.batch_range = (max(1, lo), hi if hi > 0 else UNBOUNDED_BATCH)
         self.input_dtype = port.get_element_type().to_dtype()
-        # An IR converted from our ONNX keeps its tensor names (logits, feat0..feat3).
-        self._outputs = [out.get_any_name() for out in compiled.outputs]
         actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._precision = _PRECISION_NAMES.get(actual, actual)
         self._default_precision = _device_default_precision(core, self.device)

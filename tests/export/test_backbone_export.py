@@ -57,3 +57,26 @@ def test_backbone_exports_four_maps_in_stride_order(variant, tmp_path):
             assert out.shape == ref.shape and out.shape[2:] == (SIDE // stride, SIDE // stride)
             rel = float(np.abs(out - ref).max() / np.abs(ref).max())
             assert rel <= FP32_REL_TOL, (runtime, name, rel)
+
+
+def test_fp16_openvino_backbone_keeps_its_output_names(tmp_path):
+    # An fp16 IR's output Convert is folded away when OpenVINO compiles it, and its input's
+    # tensor name ("add_2") joins the output's {"feat1", "add_2"}: a runner that took any
+    # name of the compiled output failed this export ("the artifact lacks outputs feat0..").
+    from partialnet.export import export
+
+    torch.manual_seed(0)
+    eager = randomize(partialnet.create_model("t0", features_only=True)).eval()
+    manifest = export(
+        eager,
+        targets="openvino",
+        precision="fp16",
+        imgsz=SIDE,
+        features=True,
+        output_dir=tmp_path / "out",
+    )
+    (record,) = manifest.artifacts
+    assert record.status == "ok" and record.parity["passed"], record.parity
+    with open_runner("openvino", str(tmp_path / "out" / record.path), precision="fp16") as runner:
+        got = runner.infer_all(np.zeros((1, 3, SIDE, SIDE), np.float32))
+    assert list(got) == feature_names()
