@@ -43,7 +43,7 @@ from partialnet.export.files import (
 )
 from partialnet.export.gate.eager import EagerReference, write_gate_reference
 from partialnet.export.gate.inputs import load_inputs
-from partialnet.export.gate.parity import unverified
+from partialnet.export.gate.parity import BACKBONE_PARITY_IMAGES, PARITY_IMAGES, unverified
 from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
@@ -206,6 +206,7 @@ def export(
         eval_data=eval_data,
         calibration_data=calibration_data,
         calibration_images=calibration_images,
+        noise_count=BACKBONE_PARITY_IMAGES if features else PARITY_IMAGES,
     )
     out_dir = prepare_output_dir(Path(output_dir or Path("exports") / source.variant))
     fresh = _fresh_manifest(source, opts, features)

@@ -115,7 +115,11 @@ def test_noise_reference_is_a_recipe(backbone: Path) -> None:
     ref = read_reference(backbone / entry["reference"]["path"])
     assert ref.meta["inputs"]["encoding"] == "seeded_noise"
     assert sorted(ref.outputs) == ["feat0", "feat1", "feat2", "feat3"]
-    np.testing.assert_array_equal(ref.gate.images, gate.noise_images((3, 64, 64), 1).images)
+    # A backbone's noise gate runs BACKBONE_PARITY_IMAGES (8), a classifier's 64.
+    assert len(ref.gate.images) == gate.BACKBONE_PARITY_IMAGES == 8
+    assert all(out.shape[0] == 8 for out in ref.outputs.values())
+    want = gate.noise_images((3, 64, 64), 1, gate.BACKBONE_PARITY_IMAGES)
+    np.testing.assert_array_equal(ref.gate.images, want.images)
     with np.load(backbone / entry["reference"]["path"], allow_pickle=False) as data:
         assert "pixels" not in data.files and "images" not in data.files
 
@@ -143,6 +147,30 @@ def test_t1_224_reference_fits_the_budget(tmp_path: Path) -> None:
     ref = read_reference(path)
     np.testing.assert_array_equal(ref.gate.images, images)
     assert ref.meta["inputs"]["encoding"] == "uint8_normalized"
+
+
+def test_t1_224_backbone_reference_fits_the_budget(tmp_path: Path) -> None:
+    """A backbone on seeded noise: the recipe and t1's four maps at 224 px in float32 for the
+    gate's 8 images, filled with incompressible noise (worst case: 9.0 MB before
+    compression; a real t1's maps took 8.4 MB)."""
+    from partialnet.backbone import feature_shapes
+    from partialnet.config import get_config
+
+    noise = gate.noise_images((3, 224, 224), 1, gate.BACKBONE_PARITY_IMAGES)
+    rng = np.random.default_rng(0)
+    maps = {
+        out["name"]: rng.standard_normal(out["shape"], dtype=np.float32)
+        for out in feature_shapes(get_config("t1").stage_dims, (224, 224), len(noise.images))
+    }
+    rule = gate.rule_record(gate.Precision.FP32, features=True)
+    prep = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    path = write_reference(
+        tmp_path, noise, maps, precision="fp32", batch=1, preprocessing=prep, rule=rule
+    )
+    size = path.stat().st_size
+    print(f"t1 224 px backbone, {len(noise.images)} noise images: reference {size / 1e6:.2f} MB")
+    assert size <= 12e6
+    assert read_reference(path).outputs["feat0"].shape == (8, 48, 56, 56)
 
 
 # --- the check on the export machine ---------------------------------------------------------
