@@ -1,4 +1,5 @@
-"""Run a serialized TensorRT (or TensorRT-RTX) engine on an NVIDIA GPU via torch CUDA tensors.
+"""Run a serialized TensorRT (or TensorRT-RTX) engine on an NVIDIA GPU, torch-free: numpy
+arrays in and out, device memory and a stream through libcudart (``partialnet.runtimes.cuda``).
 
 What needs no GPU (the file check, the SDK flavour the engine was built with, the precision
 words) runs before the GPU is touched and is tested everywhere; the GPU path is tested by
@@ -18,17 +19,19 @@ from partialnet.errors import MissingDependencyError, UsageError
 
 from . import base
 from .base import Runner, RunnerInfo, RuntimeUnavailableError
+from .cuda import CudaUnavailable, DeviceBuffers, cudart
 from .tensorrt_sdk import FLAVOUR_RTX, FLAVOUR_TENSORRT, import_tensorrt, make_logger
 
-_TORCH_DTYPES = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "BF16": "bfloat16",
-    "INT8": "int8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "UINT8": "uint8",
-    "BOOL": "bool",
+# TensorRT DataType names -> the host arrays that hold them (numpy has no bfloat16: an engine
+# with bf16 I/O is refused; partialnet-export's engines take and give float32).
+_NUMPY_DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "BOOL": np.bool_,
 }
 # TensorRT DataType names -> the project's precision words, widest-first preference below.
 _PRECISION_WORDS = {"INT8": "int8", "FP8": "fp8", "HALF": "fp16", "BF16": "bf16"}
@@ -46,18 +49,9 @@ def tensorrt_unavailable_reason() -> str | None:
 
 def _gpu_reason() -> str | None:
     try:
-        import torch
-    except ImportError:
-        return (
-            "the TensorRT runner moves tensors with torch's CUDA, and torch is not installed: "
-            "pip install torch (on a Jetson: NVIDIA's JetPack wheel)"
-        )
-    if not torch.cuda.is_available():
-        build = "" if torch.version.cuda else "; this torch is a CPU-only build"
-        return (
-            "TensorRT engines need an NVIDIA GPU; none is visible here "
-            f"(torch.cuda.is_available() is False{build})"
-        )
+        cudart().device_count()
+    except CudaUnavailable as exc:
+        return f"TensorRT engines need an NVIDIA GPU and its driver; {exc}"
     return None
 
 
@@ -121,6 +115,7 @@ class TensorRTRunner(Runner):
         self.engine_path, self.device, self.flavour = Path(engine_path), device, flavour
         self.artifact_label = self.engine_path.name
         self._engine: Any = None  # set by activate(), with _context, _stream, _inputs, ...
+        self._stream: int | None = None
 
     def _activate(self) -> None:
         # The file first: a wrong path is worth one clear line on any machine, GPU or not.
@@ -131,24 +126,24 @@ class TensorRTRunner(Runner):
         check_flavour(built, installed, self.engine_path.name)
         if (reason := _gpu_reason()) is not None:
             raise RuntimeUnavailableError(reason)
-        import torch
-
-        if not 0 <= self.device < torch.cuda.device_count():
+        cuda = cudart()
+        if not 0 <= self.device < (count := cuda.device_count()):
             raise UsageError(
-                f"CUDA device {self.device} does not exist: this machine has "
-                f"{torch.cuda.device_count()} (choose 0 to {torch.cuda.device_count() - 1})"
+                f"CUDA device {self.device} does not exist: this machine has {count} "
+                f"(choose 0 to {count - 1})"
             )
         self._trt, self._flavour, self._logger = trt, installed, make_logger(trt)
-        # TensorRT works on the current CUDA device: make it ours while loading.
-        with torch.cuda.device(self.device):
-            self._load(trt, torch)
+        self._cuda = cuda
+        # TensorRT works on the calling thread's current CUDA device: make it ours.
+        cuda.set_device(self.device)
+        self._load(trt)
         dtypes = [self._engine.get_tensor_dtype(n).name for n in self._inputs + self._outputs]
         self._precision = precision_words(record.get("precision"), dtypes)
         self._precision_source = "manifest" if record.get("precision") else "engine I/O types"
         self.input_shape, self.batch_range = self._input_shape(), self._batch_range()
 
-    def _load(self, trt: Any, torch: Any) -> None:
-        self._device_name = torch.cuda.get_device_name(self.device)
+    def _load(self, trt: Any) -> None:
+        self._device_name = self._cuda.device_name(self.device)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self._engine is None:  # wrong SM, newer TensorRT, or not an engine at all
@@ -156,9 +151,6 @@ class TensorRTRunner(Runner):
                 f"cannot load {self.engine_path.name} on this GPU: {self._logger.errors[-3:]}; "
                 "rebuild the engine for this GPU's compute capability and TensorRT version"
             )
-        self._context = self._engine.create_execution_context()
-        # Our own stream: other torch work on the default stream neither waits on nor races it.
-        self._stream = torch.cuda.Stream(device=self.device)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._inputs = [n for n in names if is_input[n]]
@@ -168,11 +160,18 @@ class TensorRTRunner(Runner):
                 f"{self.engine_path.name} has inputs {self._inputs} and outputs "
                 f"{self._outputs}; a PartialNet engine has one input and at least one output"
             )
-
-    def _torch_dtype(self, tensor: str) -> Any:
-        import torch
-
-        return getattr(torch, _TORCH_DTYPES[self._engine.get_tensor_dtype(tensor).name])
+        types = {n: self._engine.get_tensor_dtype(n).name for n in names}
+        if unheld := sorted(f"{n} ({t})" for n, t in types.items() if t not in _NUMPY_DTYPES):
+            raise RuntimeUnavailableError(
+                f"{self.engine_path.name} has tensors numpy cannot hold: {', '.join(unheld)}; "
+                "export the engine with float32 inputs and outputs (partialnet-export does)"
+            )
+        self._dtypes = {n: np.dtype(_NUMPY_DTYPES[t]) for n, t in types.items()}
+        self._context = self._engine.create_execution_context()
+        # Our own stream, made last (nothing after it can fail): other work on the default
+        # stream neither waits on nor races it.
+        self._stream = self._cuda.stream_create()
+        self._buffers = DeviceBuffers(self._cuda)
 
     def _input_shape(self) -> tuple[int, ...]:
         return tuple(self._engine.get_tensor_shape(self._inputs[0]))
@@ -186,29 +185,30 @@ class TensorRTRunner(Runner):
 
     def _infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the engine by name (float outputs as float32)."""
-        import torch
-
-        # TensorRT reads raw memory at data_ptr(): a transposed or sliced view would be read
-        # in storage order, i.e. wrong. A dense copy on the host keeps the device copy dense.
-        host = torch.from_numpy(np.ascontiguousarray(batch))
-        name = self._inputs[0]
-        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            x = host.to(f"cuda:{self.device}", self._torch_dtype(name)).contiguous()
-            self._context.set_input_shape(name, tuple(x.shape))
-            self._context.set_tensor_address(name, x.data_ptr())
-            # The engine writes device memory directly: keep every tensor alive until synced.
-            outs = {}
-            for out in self._outputs:
-                shape = tuple(self._context.get_tensor_shape(out))
-                outs[out] = torch.empty(shape, dtype=self._torch_dtype(out), device=x.device)
-                self._context.set_tensor_address(out, outs[out].data_ptr())
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError(f"TensorRT execution failed: {self._logger.errors[-3:]}")
-            self._stream.synchronize()
-            return {
-                n: (y.float() if y.is_floating_point() else y).cpu().numpy()
-                for n, y in outs.items()
-            }
+        cuda, stream, name = self._cuda, self._stream, self._inputs[0]
+        cuda.set_device(self.device)  # the calling thread's device may be another
+        # TensorRT reads raw device memory: a transposed or sliced view must become a dense
+        # array in the engine's input type before it is copied. It, and every output array,
+        # stays alive here until the stream is synchronized.
+        host = np.ascontiguousarray(batch, dtype=self._dtypes[name])
+        self._context.set_input_shape(name, host.shape)
+        pointers = {name: self._buffers.get(name, host.nbytes)}
+        cuda.to_device(pointers[name], host, stream)
+        self._context.set_tensor_address(name, pointers[name])
+        outs = {}
+        for out in self._outputs:
+            outs[out] = np.empty(tuple(self._context.get_tensor_shape(out)), self._dtypes[out])
+            pointers[out] = self._buffers.get(out, outs[out].nbytes)
+            self._context.set_tensor_address(out, pointers[out])
+        if not self._context.execute_async_v3(stream):
+            raise RuntimeError(f"TensorRT execution failed: {self._logger.errors[-3:]}")
+        for out, array in outs.items():
+            cuda.to_host(array, pointers[out], stream)
+        cuda.synchronize(stream)
+        return {
+            n: y.astype(np.float32, copy=False) if y.dtype.kind == "f" else y
+            for n, y in outs.items()
+        }
 
     def _info(self) -> RunnerInfo:
         return RunnerInfo(
@@ -226,5 +226,9 @@ class TensorRTRunner(Runner):
         )
 
     def _deactivate(self) -> None:
-        # Context (device memory) before engine, then the stream they ran on.
-        self._context = self._engine = self._stream = None
+        # Context (its own device memory) before engine, then our buffers and the stream.
+        self._context = self._engine = None
+        if self._stream is not None:
+            self._buffers.close()
+            self._cuda.stream_destroy(self._stream)
+        self._stream = None

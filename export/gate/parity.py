@@ -35,7 +35,7 @@ PARITY_IMAGES = 64
 # 224 px (feat0..feat3) against a classifier's 1,000 logits, and its eager maps, kept in
 # float32 in the export's reference (the fp32 rule's 1e-4 is finer than float16; byte-shuffled
 # zlib shrinks them only 1.18x), take 1.13 MB an image: 9 MB for 8, 72 MB for 64. Measured on
-# t1 224 px fp32/fp16 backbones (ONNX Runtime, OpenVINO): the gate's figures over the first
+# t1 224 px fp32/fp16 backbones (both CPU runtimes): the gate's figures over the first
 # 8 of 64 noise images equal those over 64 to within 20% of max|diff| (1e-6 against a 1e-4
 # limit, fp32) and 1e-7 of the worst per-image cosine. Image folders are judged in full.
 BACKBONE_PARITY_IMAGES = 8

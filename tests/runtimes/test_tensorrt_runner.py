@@ -146,13 +146,12 @@ def _two_output_onnx(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import torch
-
     from partialnet.export.targets.tensorrt.build import TensorRTBuildConfig, build_engine
+    from partialnet.runtimes.cuda import cudart
 
     d = tmp_path_factory.mktemp("trt")
     onnx_path = _two_output_onnx(d / "model.onnx")
-    major, minor = torch.cuda.get_device_capability(0)
+    major, minor = cudart().compute_capability(0)
     config = TensorRTBuildConfig(compute_capability=f"SM{major}{minor}", dynamic_batch=(1, 2, 4))
     build_engine(onnx_path, d / "model.engine", config)
     return d / "model.engine", onnx_path

@@ -223,15 +223,15 @@ def _add_profile(
 
 
 def _local_compute_capability() -> str:
-    try:
-        import torch
+    from partialnet.runtimes.cuda import CudaError, CudaUnavailable, cudart
 
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability()
-            return f"SM{major}{minor}"
-    except ImportError:
-        pass
-    return "local GPU"
+    try:
+        cuda = cudart()
+        cuda.device_count()  # CudaUnavailable without a GPU
+        major, minor = cuda.compute_capability(0)
+    except (CudaUnavailable, CudaError):
+        return "local GPU"
+    return f"SM{major}{minor}"
 
 
 def _target(trt: ModuleType, flavour: str, builder_config: Any, wanted: str) -> str:
