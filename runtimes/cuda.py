@@ -35,6 +35,24 @@ _PROP_BYTES = 16384
 _NAME_BYTES = 256
 
 
+# Every entry point used; a library lacking one is passed over for the next candidate.
+SYMBOLS = (
+    "cudaGetErrorName",
+    "cudaGetErrorString",
+    "cudaRuntimeGetVersion",
+    "cudaGetDeviceCount",
+    "cudaSetDevice",
+    "cudaGetDeviceProperties",
+    "cudaDeviceGetAttribute",
+    "cudaMalloc",
+    "cudaFree",
+    "cudaStreamCreate",
+    "cudaStreamDestroy",
+    "cudaStreamSynchronize",
+    "cudaMemcpyAsync",
+)
+
+
 class CudaUnavailable(RuntimeError):
     """No CUDA runtime library, or no usable GPU: the message says which and what to do."""
 
@@ -67,7 +85,7 @@ def cudart() -> CudaRuntime:
         tried.append(path)
         try:
             return CudaRuntime(ctypes.CDLL(path), path)
-        except OSError:
+        except (OSError, AttributeError):  # not loadable, or an entry point missing
             continue
     raise CudaUnavailable(
         "the CUDA runtime library (libcudart) was not found: on a Jetson it comes with JetPack "
@@ -81,6 +99,8 @@ class CudaRuntime:
 
     def __init__(self, lib: ctypes.CDLL, path: str) -> None:
         self.lib, self.path = lib, path
+        for symbol in SYMBOLS:
+            getattr(lib, symbol)  # AttributeError names the one missing
         lib.cudaGetErrorName.restype = ctypes.c_char_p
         lib.cudaGetErrorString.restype = ctypes.c_char_p
         lib.cudaGetErrorName.argtypes = lib.cudaGetErrorString.argtypes = [ctypes.c_int]

@@ -23,6 +23,7 @@ def _cudart_or_skip() -> cuda.CudaRuntime:
 
 def test_the_library_is_bound_and_speaks_cudas_words() -> None:
     lib = _cudart_or_skip()
+    assert all(hasattr(lib.lib, symbol) for symbol in cuda.SYMBOLS)
     # cudaRuntimeGetVersion needs no driver: 1000 x major + 10 x minor, CUDA 11 or newer.
     assert lib.runtime_version() >= 11000
     assert lib.error_text(0) == "cudaSuccess (no error)"
