@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from partialnet.export.manifest import ArtifactRecord, Manifest
-from partialnet.export.options import Precision, Target
+from partialnet.export.options import DEFAULT_CALIBRATION_IMAGES, Precision, Target
 from partialnet.export.targets import spec_of
 from partialnet.runtimes.registry import runtime_spec
 
@@ -159,6 +159,6 @@ def _gate_images(fp32: Candidate, source: Any, variant: str | None, data: dict[s
         1,
         eval_data=data["eval_data"],
         calibration_data=data["calibration_data"],
-        calibration_images=data.get("calibration_images", 300),
+        calibration_images=data.get("calibration_images", DEFAULT_CALIBRATION_IMAGES),
     )
     return inputs.gate
