@@ -116,8 +116,9 @@ def check_artifact(
         )
         if "default_precision" in info.extra:  # a runtime that picks a precision by device
             row["execution_precision"] = execution_precision(info.precision, info.extra)
-        if simulated:  # a numpy interpreter's speed says nothing about an Apple device
-            row["timing_skipped"] = "simulated CoreML (MIL interpreter): no device latency"
+        if simulated:  # a simulator's speed says nothing about the device it stands for
+            by = info.extra.get("interpreter", info.provider)
+            row["timing_skipped"] = f"simulated {info.runtime} ({by}): no device latency"
             return row
         cells = []
         chw = tuple(entry["input_shape"][1:])

@@ -244,6 +244,20 @@ def test_missing_runtime_is_skipped_with_the_reason(
     assert rows[1]["reason"] == reason
 
 
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts natively on macOS")
+def test_a_simulated_package_is_judged_but_not_timed(
+    digits_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    pytest.importorskip("coremltools")
+    directory = _export(tmp_path / "cm", digits_checkpoint, "--target", "coreml")
+    code, _ = _check(capsys, directory, tmp_path / "out")
+    assert code == 0
+    (row,) = json.loads((tmp_path / "out" / "report.json").read_text())["artifacts"]
+    assert row["status"] == "pass" and row["parity"]["status"] == "simulated"
+    # The simulator's speed says nothing of an Apple device: no latency, and the reason.
+    assert row["timing_skipped"].startswith("simulated coreml (") and "timing" not in row
+
+
 # --- bad input: one line naming the file, the exit code, no report written over ---------------
 
 
