@@ -27,8 +27,8 @@ from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell,
 from partialnet.bench.perf.selection import format_selection
 from partialnet.errors import MissingDependencyError, UsageError
 from partialnet.export.cli_errors import run_guarded
-from partialnet.export.manifest import read_verified_manifest, resolve_artifact
 from partialnet.export.options import ARTIFACT_PRECISIONS, needs_calibration
+from partialnet.export.output.manifest import read_verified_manifest, resolve_artifact
 from partialnet.export.targets import TARGETS, runtime_of, spec_for_runtime, spec_of, target_of
 from partialnet.runtimes.base import Runtime, RuntimeUnavailableError
 

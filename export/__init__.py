@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from partialnet.export.errors import ExportFailure, OutputPathError, ParityFailure
-from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
+from partialnet.export.output.manifest import ArtifactRecord, Manifest, load_manifest
 
 _LAZY = {
     "export": "partialnet.export.api",

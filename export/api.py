@@ -5,9 +5,9 @@ inference form (``partialnet.export.targets``). Every option, and the output dir
 (another model's export, a name taken by something else), is checked before anything is
 written. Each artifact is built in a scratch directory inside the output directory and
 checked against the eager model there (the parity gate) where its runtime runs here; then one
-commit step (``partialnet.export.commit``) moves every artifact that passed into place and
-writes the manifest last. An export where nothing passed, or that is interrupted or runs out
-of space before the commit, changes nothing.
+commit step (``partialnet.export.output.commit``) moves every artifact that passed into place
+and writes the manifest last. An export where nothing passed, or that is interrupted or runs
+out of space before the commit, changes nothing.
 """
 
 from __future__ import annotations
@@ -32,20 +32,10 @@ from partialnet.export.builders import (
     check_target_options,
 )
 from partialnet.export.cli_errors import exception_chain
-from partialnet.export.commit import Staged, check_names, commit, disk_is_short, scratch_dir
 from partialnet.export.errors import ExportFailure, ParityFailure
-from partialnet.export.existing import Earlier, earlier_export
-from partialnet.export.files import (
-    describe_os_error,
-    prepare_output_dir,
-    sha256_path,
-    size_bytes,
-)
 from partialnet.export.gate.eager import EagerReference, write_gate_reference
 from partialnet.export.gate.inputs import load_inputs
 from partialnet.export.gate.parity import BACKBONE_PARITY_IMAGES, PARITY_IMAGES, unverified
-from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
-from partialnet.export.metadata import artifact_metadata
 from partialnet.export.options import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_MAX_DROP,
@@ -59,6 +49,16 @@ from partialnet.export.options import (
     parse_precision,
     parse_targets,
 )
+from partialnet.export.output.commit import Staged, check_names, commit, disk_is_short, scratch_dir
+from partialnet.export.output.existing import Earlier, earlier_export
+from partialnet.export.output.files import (
+    describe_os_error,
+    prepare_output_dir,
+    sha256_path,
+    size_bytes,
+)
+from partialnet.export.output.manifest import ArtifactRecord, Manifest, load_manifest
+from partialnet.export.output.metadata import artifact_metadata
 from partialnet.export.serving.checks import check_serving_options, write_triton
 from partialnet.export.source import RANDOM_WEIGHTS_NOTE, ExportSource, resolve_source
 from partialnet.export.targets import spec_of, toolchain_packages, with_defaults

@@ -12,7 +12,6 @@ from partialnet.errors import PartialNetError
 from partialnet.export.cli_errors import EXIT_OK, debug_requested, run_guarded
 from partialnet.export.cli_logging import progress_to_stderr
 from partialnet.export.errors import ParityFailure
-from partialnet.export.manifest import ArtifactRecord, Manifest
 from partialnet.export.options import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_OPSET,
@@ -21,6 +20,7 @@ from partialnet.export.options import (
     Precision,
     parse_targets,
 )
+from partialnet.export.output.manifest import ArtifactRecord, Manifest
 from partialnet.export.serving.triton import served_names
 from partialnet.export.targets import TARGETS, TargetOption
 

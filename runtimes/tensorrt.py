@@ -35,7 +35,8 @@ _NUMPY_DTYPES = {
 }
 # TensorRT DataType names -> the project's precision words, widest-first preference below.
 _PRECISION_WORDS = {"INT8": "int8", "FP8": "fp8", "HALF": "fp16", "BF16": "bf16"}
-_MANIFEST = "manifest.json"  # partialnet.export.manifest.MANIFEST_NAME (runtimes cannot import it)
+# partialnet.export.output.manifest.MANIFEST_NAME (runtimes cannot import it)
+_MANIFEST = "manifest.json"
 
 
 def tensorrt_unavailable_reason() -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 from partialnet.bench.args import UsageParser
 from partialnet.bench.check.report import KIND, batch1
 from partialnet.errors import UsageError
-from partialnet.export.files import atomic_file
+from partialnet.export.output.files import atomic_file
 
 
 def build_parser() -> argparse.ArgumentParser:

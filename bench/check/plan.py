@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from partialnet.errors import PartialNetError, UsageError
-from partialnet.export.manifest import MANIFEST_NAME, resolve_artifact
+from partialnet.export.output.manifest import MANIFEST_NAME, resolve_artifact
 from partialnet.files import sha256_path
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from partialnet.export.files import atomic_file
+from partialnet.export.output.files import atomic_file
 
 KIND = "partialnet-check"
 FORMAT = 1

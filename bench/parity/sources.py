@@ -13,7 +13,7 @@ import torch
 
 import partialnet
 from partialnet.errors import UsageError
-from partialnet.export.files import sha256_path
+from partialnet.export.output.files import sha256_path
 from partialnet.export.targets import runtime_of, spec_of
 
 
@@ -92,7 +92,7 @@ def _unique_labels(sources: list[Source], tags: list[str]) -> list[Source]:
 
 def _artifact_sources(args: argparse.Namespace) -> list[Source]:
     """One source per manifest.json in --artifacts DIR or in its direct subdirectories."""
-    from partialnet.export.manifest import MANIFEST_NAME, read_manifest, resolve_artifact
+    from partialnet.export.output.manifest import MANIFEST_NAME, read_manifest, resolve_artifact
 
     root: Path = args.artifacts
     dirs = [root] if (root / MANIFEST_NAME).is_file() else []

@@ -47,11 +47,7 @@ from partialnet.export.auto.candidates import (
     within_budget,
 )
 from partialnet.export.auto.timing import time_candidates
-from partialnet.export.commit import Staged, commit, scratch_dir
 from partialnet.export.errors import ExportFailure
-from partialnet.export.existing import Earlier, earlier_export
-from partialnet.export.files import describe_os_error, prepare_output_dir
-from partialnet.export.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.options import (
     DEFAULT_CALIBRATION_IMAGES,
     Precision,
@@ -59,6 +55,10 @@ from partialnet.export.options import (
     check_max_drop,
     parse_targets,
 )
+from partialnet.export.output.commit import Staged, commit, scratch_dir
+from partialnet.export.output.existing import Earlier, earlier_export
+from partialnet.export.output.files import describe_os_error, prepare_output_dir
+from partialnet.export.output.manifest import ArtifactRecord, Manifest, load_manifest
 from partialnet.export.targets import TARGETS
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,8 @@ def _quiet_scratch_placement(sub: Path) -> Iterator[None]:
     def outside(record: logging.LogRecord) -> bool:
         return not (record.levelno <= logging.INFO and str(sub) in record.getMessage())
 
-    loggers = [logging.getLogger(n) for n in ("partialnet.export.api", "partialnet.export.commit")]
+    names = ("partialnet.export.api", "partialnet.export.output.commit")
+    loggers = [logging.getLogger(n) for n in names]
     for logger in loggers:
         logger.addFilter(outside)
     try:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from partialnet.export.manifest import ArtifactRecord, Manifest
 from partialnet.export.options import DEFAULT_CALIBRATION_IMAGES, Precision, Target
+from partialnet.export.output.manifest import ArtifactRecord, Manifest
 from partialnet.export.targets import spec_of
 from partialnet.runtimes.registry import runtime_spec
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from partialnet.export.builders import BuiltArtifact, TargetContext
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import describe_os_error
 from partialnet.export.options import ExportOptions, Target
+from partialnet.export.output.files import describe_os_error
 from partialnet.export.targets import spec_of
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def check_serving_options(
     ov_hint: str,
 ) -> None:
     from partialnet.errors import UsageError
-    from partialnet.export.files import check_destination
+    from partialnet.export.output.files import check_destination
 
     if features and eval_data is not None:
         raise UsageError(
@@ -58,7 +58,7 @@ def write_triton(
 ) -> None:
     """A Triton model per placed artifact of a served target (an artifact that cannot be
     inspected here: I/O from the ONNX it was built from)."""
-    from partialnet.export.manifest import resolve_artifact
+    from partialnet.export.output.manifest import resolve_artifact
     from partialnet.export.serving.triton import write_triton_repository
 
     items = []

@@ -27,8 +27,8 @@ from typing import Any
 
 from partialnet.errors import UsageError
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import atomic_dir, check_destination
 from partialnet.export.options import Target
+from partialnet.export.output.files import atomic_dir, check_destination
 from partialnet.export.serving.backend import IO, TensorSpec, TritonBackend
 from partialnet.export.targets import TARGETS, spec_of
 from partialnet.runtimes.base import import_sdk

@@ -38,7 +38,7 @@ from partialnet.bench.perf.report import (
     validate,
     write_report,
 )
-from partialnet.export.files import sha256_path
+from partialnet.export.output.files import sha256_path
 from partialnet.runtimes.base import Runner, RunnerInfo, Runtime
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

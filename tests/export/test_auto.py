@@ -11,7 +11,7 @@ import pytest
 from partialnet.bench.perf.selection import format_selection
 from partialnet.export import export
 from partialnet.export.gate.inputs import EVAL_IMAGES
-from partialnet.export.manifest import Manifest, load_manifest
+from partialnet.export.output.manifest import Manifest, load_manifest
 from partialnet.runtimes.registry import runtime_spec
 
 pytest.importorskip("onnxruntime")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from partialnet.export.commit import Staged, commit, signals_deferred
 from partialnet.export.errors import ExportFailure
-from partialnet.export.manifest import Manifest
+from partialnet.export.output.commit import Staged, commit, signals_deferred
+from partialnet.export.output.manifest import Manifest
 
 
 def test_an_interrupt_during_the_step_is_delivered_after_it() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from partialnet.export.errors import OutputPathError
-from partialnet.export.existing import earlier_export
-from partialnet.export.manifest import ArtifactRecord, Manifest
+from partialnet.export.output.existing import earlier_export
+from partialnet.export.output.manifest import ArtifactRecord, Manifest
 
 
 def _record(path: str) -> ArtifactRecord:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from partialnet.errors import UsageError
-from partialnet.export.files import size_bytes
+from partialnet.export.output.files import size_bytes
 from partialnet.export.targets.coreml.int8 import quantize_coreml, w8a8_unavailable_reason
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra [coreml])")

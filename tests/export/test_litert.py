@@ -83,7 +83,7 @@ def test_device_check_repeats_the_gate_on_the_tflite(fp32, tmp_path: Path) -> No
 
 def record_preprocessing(record: dict) -> dict:
     """What the export recorded as the preprocessing (the same facts as the ONNX metadata)."""
-    from partialnet.export.manifest import load_manifest
+    from partialnet.export.output.manifest import load_manifest
 
     return load_manifest(Path(record["_dir"])).data["preprocessing"]
 

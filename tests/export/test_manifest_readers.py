@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from partialnet.export.files import sha256_path
-from partialnet.export.manifest import ManifestError, read_manifest, resolve_artifact
+from partialnet.export.output.files import sha256_path
+from partialnet.export.output.manifest import ManifestError, read_manifest, resolve_artifact
 
 
 def _entry(path: str, sha: str = "0" * 64, target: str = "onnx") -> dict[str, object]:
@@ -143,13 +143,13 @@ def test_resolve_artifact_needs_only_the_standard_library() -> None:
 
     import partialnet.errors
     import partialnet.export.errors
-    import partialnet.export.files
-    import partialnet.export.manifest
+    import partialnet.export.output.files
+    import partialnet.export.output.manifest
     import partialnet.files
 
     modules = [
-        partialnet.export.manifest,
-        partialnet.export.files,
+        partialnet.export.output.manifest,
+        partialnet.export.output.files,
         partialnet.export.errors,
         partialnet.errors,
         partialnet.files,

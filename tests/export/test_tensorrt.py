@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from partialnet.errors import MissingDependencyError, UsageError
-from partialnet.export.files import write_bytes_atomically
+from partialnet.export.output.files import write_bytes_atomically
 from partialnet.export.targets.tensorrt.build import (
     FLAVOUR_RTX,
     TensorRTBuildConfig,

@@ -21,8 +21,8 @@ import pytest
 from conftest import snapshot_files
 
 from partialnet.export import cli
-from partialnet.export.commit import OWNER_FILE, SCRATCH_PREFIX
-from partialnet.export.files import sha256_path
+from partialnet.export.output.commit import OWNER_FILE, SCRATCH_PREFIX
+from partialnet.export.output.files import sha256_path
 
 SMALL = ["--variant", "t0", "--imgsz", "64"]
 ONNX = "partialnet-t0-64x64-fp32.onnx"

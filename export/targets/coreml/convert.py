@@ -30,8 +30,8 @@ import partialnet
 from partialnet import outputs
 from partialnet.errors import UsageError, first_line
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import atomic_dir, check_destination
-from partialnet.export.metadata import artifact_metadata, encode_metadata
+from partialnet.export.output.files import atomic_dir, check_destination
+from partialnet.export.output.metadata import artifact_metadata, encode_metadata
 from partialnet.export.targets.coreml.spec import spec_summary
 from partialnet.inference import InferencePartialNet
 from partialnet.quiet import muted

@@ -30,8 +30,8 @@ import numpy as np
 
 from partialnet.errors import UsageError
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import atomic_dir
 from partialnet.export.gate.calibration import rebatch, require_batches
+from partialnet.export.output.files import atomic_dir
 from partialnet.quiet import muted
 from partialnet.runtimes.base import import_sdk
 

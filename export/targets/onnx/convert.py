@@ -13,8 +13,8 @@ import torch
 
 from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import atomic_file
-from partialnet.export.metadata import encode_metadata
+from partialnet.export.output.files import atomic_file
+from partialnet.export.output.metadata import encode_metadata
 from partialnet.inference import InferencePartialNet
 from partialnet.outputs import output_names
 from partialnet.quiet import muted

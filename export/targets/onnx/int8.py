@@ -61,8 +61,8 @@ import numpy as np
 
 from partialnet.errors import UsageError, first_line
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import atomic_file
 from partialnet.export.gate.calibration import rebatch, require_batches
+from partialnet.export.output.files import atomic_file
 from partialnet.export.targets.base import QdqRecipe
 from partialnet.quiet import muted
 from partialnet.runtimes.base import import_sdk

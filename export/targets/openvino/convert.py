@@ -8,7 +8,7 @@ from typing import Any
 
 from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
-from partialnet.export.metadata import encode_metadata
+from partialnet.export.output.metadata import encode_metadata
 from partialnet.runtimes.base import import_sdk
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from partialnet.errors import first_line
 from partialnet.export.errors import ExportFailure
 from partialnet.export.gate.calibration import rebatch, require_batches
-from partialnet.export.metadata import encode_metadata
+from partialnet.export.output.metadata import encode_metadata
 from partialnet.quiet import muted
 from partialnet.runtimes.base import import_sdk
 

@@ -31,8 +31,8 @@ from partialnet.errors import (
     UsageError,
 )
 from partialnet.export.errors import ExportFailure
-from partialnet.export.files import write_bytes_atomically
 from partialnet.export.options import parse_dynamic_batch
+from partialnet.export.output.files import write_bytes_atomically
 from partialnet.export.targets.tensorrt.target import check_workspace
 from partialnet.runtimes.base import import_sdk
 from partialnet.runtimes.tensorrt_sdk import (

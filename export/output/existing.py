@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from partialnet.export.errors import OutputPathError
-from partialnet.export.manifest import (
+from partialnet.export.output.manifest import (
     MANIFEST_NAME,
     ArtifactRecord,
     Manifest,

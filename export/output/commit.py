@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partialnet.export.errors import ExportFailure, OutputPathError
-from partialnet.export.files import describe_os_error, size_bytes
-from partialnet.export.manifest import MANIFEST_NAME, Manifest
+from partialnet.export.output.files import describe_os_error, size_bytes
+from partialnet.export.output.manifest import MANIFEST_NAME, Manifest
 
 log = logging.getLogger(__name__)
 

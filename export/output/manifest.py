@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from partialnet.errors import UsageError
-from partialnet.export.files import atomic_file
+from partialnet.export.output.files import atomic_file
 
 MANIFEST_NAME = "manifest.json"
 
@@ -210,7 +210,7 @@ def read_verified_manifest(directory: Path) -> dict[str, Any]:
     """manifest.json of an export directory as a dict, once every file it lists lies inside
     the directory (``resolve_artifact``) and has its recorded sha256; otherwise a one-line
     UsageError saying what does not match. Nothing is hashed until every entry resolves."""
-    from partialnet.export.files import sha256_path
+    from partialnet.export.output.files import sha256_path
 
     directory = Path(directory)
     if not directory.is_dir():
