@@ -26,7 +26,7 @@ from partialnet.bench.perf.plots import plot_latency, plot_throughput
 from partialnet.bench.perf.report import load_json, measured_cell, skipped_cell, write_report
 from partialnet.bench.perf.selection import format_selection
 from partialnet.errors import MissingDependencyError, UsageError
-from partialnet.export.cli_errors import run_guarded
+from partialnet.export.cli.errors import run_guarded
 from partialnet.export.options import ARTIFACT_PRECISIONS, needs_calibration
 from partialnet.export.output.manifest import read_verified_manifest, resolve_artifact
 from partialnet.export.targets import TARGETS, runtime_of, spec_for_runtime, spec_of, target_of

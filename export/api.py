@@ -31,7 +31,7 @@ from partialnet.export.builders import (
     check_sdks,
     check_target_options,
 )
-from partialnet.export.cli_errors import exception_chain
+from partialnet.export.cli.errors import exception_chain
 from partialnet.export.errors import ExportFailure, ParityFailure
 from partialnet.export.gate.eager import EagerReference, write_gate_reference
 from partialnet.export.gate.inputs import load_inputs

@@ -61,7 +61,7 @@ def test_wheel_has_every_module_under_partialnet(wheel: Path) -> None:
     assert not bare, f"bare top-level packages in the wheel: {bare}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "partialnet-export = partialnet.export.cli:main" in text
+    assert "partialnet-export = partialnet.export.cli.main:main" in text
     assert "partialnet-bench = partialnet.bench.cli:main" in text
 
 

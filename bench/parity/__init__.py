@@ -46,7 +46,7 @@ from partialnet.bench.parity.export import Exporter
 from partialnet.bench.parity.report import Cell, format_matrix, summary, tolerances, write_outputs
 from partialnet.bench.parity.sources import Source, sources_from_args
 from partialnet.errors import UsageError
-from partialnet.export.cli_errors import run_guarded
+from partialnet.export.cli.errors import run_guarded
 from partialnet.export.gate import parity as gate
 from partialnet.export.options import ARTIFACT_PRECISIONS, DEFAULT_CALIBRATION_IMAGES
 from partialnet.export.options import PRECISIONS as PRECISIONS_SPECS

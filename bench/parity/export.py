@@ -16,7 +16,7 @@ import torch
 from partialnet.bench.parity.report import Cell, one_line
 from partialnet.bench.parity.sources import ModelSpec, Source, weights_fingerprint
 from partialnet.errors import MissingDependencyError
-from partialnet.export.cli_logging import progress_to_stderr
+from partialnet.export.cli.progress import progress_to_stderr
 from partialnet.export.options import needs_calibration
 from partialnet.export.targets import runtime_of, spec_for_runtime, spec_of
 

@@ -33,7 +33,7 @@ CHECK_FAST = ["--iterations", "3", "--warmup", "0"]
 
 
 def _export(out: Path, ckpt: Path, *extra: str) -> Path:
-    from partialnet.export.cli import main as export_main
+    from partialnet.export.cli.main import main as export_main
 
     argv = ["--checkpoint", str(ckpt), "--target", "onnx", "--output", str(out), *extra]
     code = export_main(argv)
@@ -483,7 +483,7 @@ def test_check_runs_an_auto_bf16_record_in_bf16(
     directory = _export(
         tmp_path / "export", digits_checkpoint, "--eval-data", str(small_val)
     )  # ONNX first: the helper's target; OpenVINO next into the same directory
-    from partialnet.export.cli import main as export_main
+    from partialnet.export.cli.main import main as export_main
 
     argv = ["--checkpoint", str(digits_checkpoint), "--target", "openvino"]
     assert export_main([*argv, "--output", str(directory), "--eval-data", str(small_val)]) == 0
@@ -504,7 +504,7 @@ def openvino_export(
     digits_checkpoint: Path, small_val: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     pytest.importorskip("openvino")
-    from partialnet.export.cli import main as export_main
+    from partialnet.export.cli.main import main as export_main
 
     out = tmp_path_factory.mktemp("ov")
     argv = ["--checkpoint", str(digits_checkpoint), "--target", "openvino", "--output", str(out)]

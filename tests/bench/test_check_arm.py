@@ -49,7 +49,7 @@ def int8_export(
     """``partialnet-export --precision int8`` (both Q/DQ flavours), calibrated on 64 train
     digits and gated on 2 held-out digits per class: 20 images keep each emulated check near
     20 s while every class is still judged."""
-    from partialnet.export.cli import main as export_main
+    from partialnet.export.cli.main import main as export_main
 
     train, val = digits_folders
     val20 = tmp_path_factory.mktemp("val20")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import partialnet
-from partialnet.export import cli
+import partialnet.export.cli.main as cli
 from partialnet.images import labelled_folder
 
 

@@ -134,7 +134,7 @@ def test_auto_is_a_selection_not_an_artifact_precision() -> None:
     """auto is in the precision registry (the CLI's choices) but no artifact is built in it:
     no target lists it, and only export() (which hands it to partialnet.export.auto) takes it."""
     from partialnet.errors import UsageError
-    from partialnet.export.cli import build_parser
+    from partialnet.export.cli.main import build_parser
     from partialnet.export.options import (
         ARTIFACT_PRECISIONS,
         PRECISIONS,

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from conftest import UPSTREAM_LOGITS_MAX_REL, fixture_path
 
-from partialnet.export import cli
+import partialnet.export.cli.main as cli
 from partialnet.export.gate.parity import (
     FP16_MIN_COSINE,
     FP16_MIN_TOP1,

@@ -18,7 +18,7 @@ import torch
 import partialnet
 from partialnet.bench.data.outliers import amplify_channels
 from partialnet.export import export
-from partialnet.export.cli import main as cli_main
+from partialnet.export.cli.main import main as cli_main
 from partialnet.export.errors import ParityFailure
 
 pytest.importorskip("onnxruntime")

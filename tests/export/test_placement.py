@@ -11,7 +11,7 @@ import torch
 from conftest import snapshot_files
 
 import partialnet
-from partialnet.export import cli
+import partialnet.export.cli.main as cli
 
 SMALL = ["--variant", "t0", "--imgsz", "64"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import partialnet.export.cli.main as cli
 from partialnet.backbone import FEATURE_STRIDES, RULE_CLASSIFIER
-from partialnet.export import cli
 from partialnet.export.gate.parity import FP32_MAX_REL, FP32_MIN_COSINE
 
 SMALL = ["--variant", "t0", "--imgsz", "64"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import snapshot_files
 
-from partialnet.export import cli
+import partialnet.export.cli.main as cli
 from partialnet.export.output.commit import OWNER_FILE, SCRATCH_PREFIX
 from partialnet.export.output.files import sha256_path
 

@@ -30,7 +30,7 @@ DEFAULT_CPUS = (emulated_arm.NO_DOTPROD_CPU, emulated_arm.DOTPROD_CPU)
 def export_digits_int8(checkpoint: Path, work: Path) -> Path:
     """``partialnet-export --target onnx --precision int8`` of the trained digits model."""
     from partialnet.bench.data.datasets import write_digits_folders
-    from partialnet.export.cli import main as export_main
+    from partialnet.export.cli.main import main as export_main
 
     train, val = write_digits_folders(work / "digits")
     out = work / "export"

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from partialnet.config import list_variants
 from partialnet.errors import PartialNetError
-from partialnet.export.cli_errors import EXIT_OK, debug_requested, run_guarded
-from partialnet.export.cli_logging import progress_to_stderr
+from partialnet.export.cli.errors import EXIT_OK, debug_requested, run_guarded
+from partialnet.export.cli.progress import progress_to_stderr
 from partialnet.export.errors import ParityFailure
 from partialnet.export.options import (
     DEFAULT_CALIBRATION_IMAGES,
@@ -289,7 +289,3 @@ INTERRUPTED = (
 
 def _targets(target_arg: str) -> set[str]:
     return {t.value for t in parse_targets(target_arg)}
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
