@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import partialnet
-from partialnet.errors import PartialNetError, UsageError, first_line
+from partialnet.errors import PartialNetError, UsageError, exception_chain, first_line
 from partialnet.export.builders import (
     BuiltArtifact,
     TargetContext,
@@ -31,7 +31,6 @@ from partialnet.export.builders import (
     check_sdks,
     check_target_options,
 )
-from partialnet.export.cli.errors import exception_chain
 from partialnet.export.errors import ExportFailure, ParityFailure
 from partialnet.export.gate.eager import EagerReference, write_gate_reference
 from partialnet.export.gate.inputs import load_inputs

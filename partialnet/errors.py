@@ -71,3 +71,16 @@ def first_line(exc: BaseException, limit: int | None = 300, default: str | None 
     lines = str(exc).strip().splitlines()
     text = lines[0].strip() if lines else (type(exc).__name__ if default is None else default)
     return text if limit is None else text[:limit]
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it was raised from or during, each once."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [item.__cause__, item.__context__]
+    return seen

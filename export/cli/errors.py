@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from partialnet.errors import PartialNetError, UsageError
+from partialnet.errors import PartialNetError, UsageError, exception_chain
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "PARTIALNET_DEBUG"
@@ -75,19 +75,6 @@ def run_guarded(
             return report("stopped", interrupted, EXIT_INTERRUPTED)
         hint = "" if show_trace else f"; rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
         return report("failed", f"{type(exc).__name__}: {exc}{hint}", EXIT_FAILED)
-
-
-def exception_chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception it was raised from or during, each once."""
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        item = todo.pop()
-        if item is None or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        todo += [item.__cause__, item.__context__]
-    return seen
 
 
 def _wraps_interrupt(exc: BaseException) -> bool:
