@@ -69,7 +69,8 @@ def _candidates() -> Iterator[str]:
     if found := ctypes.util.find_library("cudart"):
         yield found
     for site in sys.path:
-        for wheel in ("nvidia/cuda_runtime/lib", "nvidia/cu13/lib", "nvidia/cu12/lib"):
+        # CUDA 12 wheels keep each library in its own folder; CUDA 13 ones share nvidia/cu13.
+        for wheel in ("nvidia/cuda_runtime/lib", "nvidia/cu13/lib"):
             yield from sorted(glob.glob(f"{site}/{wheel}/libcudart.so*"), reverse=True)
     for lib in ("lib64", "lib", "targets/*/lib"):
         yield from sorted(glob.glob(f"/usr/local/cuda*/{lib}/libcudart.so*"), reverse=True)
