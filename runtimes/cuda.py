@@ -61,19 +61,26 @@ class CudaError(RuntimeError):
     """A CUDA call failed on a working GPU."""
 
 
+_TOOLKIT_LIBS = ("lib64", "lib", "targets/*/lib")
+# CUDA 12 wheels keep each library in its own folder; CUDA 13 ones share nvidia/cu13.
+_WHEEL_LIBS = ("nvidia/cuda_runtime/lib", "nvidia/cu13/lib")
+
+
+def _libcudart_in(root: str, folders: tuple[str, ...]) -> Iterator[str]:
+    """Every libcudart.so* in ``root``/folder (globs allowed), newest version first."""
+    for folder in folders:
+        yield from sorted(glob.glob(f"{root}/{folder}/libcudart.so*"), reverse=True)
+
+
 def _candidates() -> Iterator[str]:
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if root := os.environ.get(var):
-            for lib in ("lib64", "lib", "targets/*/lib"):
-                yield from sorted(glob.glob(f"{root}/{lib}/libcudart.so*"), reverse=True)
+            yield from _libcudart_in(root, _TOOLKIT_LIBS)
     if found := ctypes.util.find_library("cudart"):
         yield found
     for site in sys.path:
-        # CUDA 12 wheels keep each library in its own folder; CUDA 13 ones share nvidia/cu13.
-        for wheel in ("nvidia/cuda_runtime/lib", "nvidia/cu13/lib"):
-            yield from sorted(glob.glob(f"{site}/{wheel}/libcudart.so*"), reverse=True)
-    for lib in ("lib64", "lib", "targets/*/lib"):
-        yield from sorted(glob.glob(f"/usr/local/cuda*/{lib}/libcudart.so*"), reverse=True)
+        yield from _libcudart_in(site, _WHEEL_LIBS)
+    yield from _libcudart_in("/usr/local/cuda*", _TOOLKIT_LIBS)
 
 
 @cache
@@ -203,13 +210,13 @@ class DeviceBuffers:
         self._held: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
 
     def get(self, name: str, nbytes: int) -> int:
-        pointer, size = self._held.get(name, (0, 0))
+        pointer, size = self._held.pop(name, (0, 0))
         if size < nbytes:
             if pointer:
                 self._cuda.free(pointer)
-                del self._held[name]
-            pointer, size = self._cuda.malloc(max(nbytes, 1)), max(nbytes, 1)
-            self._held[name] = (pointer, size)
+            size = max(nbytes, 1)  # cudaMalloc(0) gives no pointer to hand TensorRT
+            pointer = self._cuda.malloc(size)
+        self._held[name] = (pointer, size)
         return pointer
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from partialnet.errors import MissingDependencyError, UsageError
 
 from . import base
 from .base import Runner, RunnerInfo, RuntimeUnavailableError
-from .cuda import CudaUnavailable, DeviceBuffers, cudart
+from .cuda import CudaRuntime, CudaUnavailable, DeviceBuffers, cudart
 from .tensorrt_sdk import FLAVOUR_RTX, FLAVOUR_TENSORRT, import_tensorrt, make_logger
 
 # TensorRT DataType names -> the host arrays that hold them (numpy has no bfloat16: an engine
@@ -48,11 +48,23 @@ def tensorrt_unavailable_reason() -> str | None:
     return _gpu_reason()
 
 
+def _gpus() -> tuple[CudaRuntime, int]:
+    """libcudart and how many GPUs it sees; RuntimeUnavailableError saying why none can run
+    an engine here."""
+    try:
+        cuda = cudart()
+        return cuda, cuda.device_count()
+    except CudaUnavailable as exc:
+        raise RuntimeUnavailableError(
+            f"TensorRT engines need an NVIDIA GPU and its driver; {exc}"
+        ) from None
+
+
 def _gpu_reason() -> str | None:
     try:
-        cudart().device_count()
-    except CudaUnavailable as exc:
-        return f"TensorRT engines need an NVIDIA GPU and its driver; {exc}"
+        _gpus()
+    except RuntimeUnavailableError as exc:
+        return str(exc)
     return None
 
 
@@ -125,10 +137,8 @@ class TensorRTRunner(Runner):
         built = self.flavour or (record.get("details") or {}).get("flavour")
         trt, installed = import_tensorrt()
         check_flavour(built, installed, self.engine_path.name)
-        if (reason := _gpu_reason()) is not None:
-            raise RuntimeUnavailableError(reason)
-        cuda = cudart()
-        if not 0 <= self.device < (count := cuda.device_count()):
+        cuda, count = _gpus()
+        if not 0 <= self.device < count:
             raise UsageError(
                 f"CUDA device {self.device} does not exist: this machine has {count} "
                 f"(choose 0 to {count - 1})"
